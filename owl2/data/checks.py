@@ -1,0 +1,201 @@
+"""Validation of data records and their images, shared by `owl2 data check` and training.
+
+No official counterpart: the official `LazySupervisedDataset` silently swaps a missing image for a
+random other sample and crashes with a traceback on anything else. Here every problem is a
+`RecordError` with the record's location and a reason, e.g. `line 7: image 'a.png' not found`.
+
+A record is good when: it is a JSON object; it has `conversations` (a non-empty list of
+`{from: human|gpt, value: str}`, alternating and starting with a human turn once a leading
+non-human turn is dropped, as the official code does) or a `caption` string; its `image` is
+absent, a relative path or a list of them, each inside the image folder and a readable, complete
+image under Pillow's decompression-bomb limit; and the text has one `<|image|>` per image.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+from owl2.data.records import RecordError, RecordFile
+from owl2.processing.templates import ASSISTANT, IMAGE_PLACEHOLDER, USER
+
+ROLES = {"human": USER, "user": USER, "gpt": ASSISTANT, "assistant": ASSISTANT}
+"""Record role names (`from`) and the template role each maps to."""
+
+
+@dataclass
+class Sample:
+    """A validated record: its messages and the image paths, in order."""
+
+    id: str
+    """The record's `id` (its location when it has none)."""
+    messages: list[dict[str, str]]
+    """`{"role": "user"|"assistant", "content": str}`, alternating, starting with the user."""
+    images: list[Path]
+    """Absolute image paths, in order of their placeholders."""
+
+
+def record_messages(record: dict) -> list[dict[str, str]]:
+    """Messages of a record: its `conversations`, or a caption record's stage-1 exchange.
+
+    A caption record becomes a user turn holding only `<|image|>` per image and an assistant turn
+    holding the caption (the official stage-1 layout: image, caption, end of sequence).
+
+    Raises:
+        ValueError: With the reason the conversation is malformed.
+    """
+    if "conversations" in record:
+        turns = record["conversations"]
+        if not isinstance(turns, list) or not turns:
+            raise ValueError("'conversations' must be a non-empty list")
+        messages = []
+        for k, turn in enumerate(turns):
+            if not isinstance(turn, dict):
+                raise ValueError(f"conversations[{k}] must be an object, got {type(turn).__name__}")
+            role = turn.get("from")
+            if role not in ROLES:
+                raise ValueError(f"conversations[{k}]: 'from' must be one of {sorted(ROLES)}, got {role!r}")
+            value = turn.get("value")
+            if not isinstance(value, str) or not value.strip():
+                raise ValueError(f"conversations[{k}]: 'value' must be a non-empty string")
+            messages.append({"role": ROLES[role], "content": value})
+        if messages[0]["role"] != USER:
+            messages = messages[1:]  # the official preprocess drops a leading assistant turn too
+        for k, message in enumerate(messages):
+            if message["role"] != (USER if k % 2 == 0 else ASSISTANT):
+                raise ValueError(f"turns must alternate human/gpt; turn {k} is {message['role']!r} twice in a row")
+        if not any(m["role"] == ASSISTANT for m in messages):
+            raise ValueError("no gpt turn to learn from")
+        return messages
+    if "caption" in record:
+        caption = record["caption"]
+        if not isinstance(caption, str) or not caption.strip():
+            raise ValueError("'caption' must be a non-empty string")
+        count = len(record_image_names(record))
+        if count == 0:
+            raise ValueError("a caption record needs an 'image'")
+        return [{"role": USER, "content": IMAGE_PLACEHOLDER * count}, {"role": ASSISTANT, "content": caption}]
+    raise ValueError("expected 'conversations' or 'caption'")
+
+
+def record_image_names(record: dict) -> list[str]:
+    """The record's `image` field as a list (empty if absent).
+
+    Raises:
+        ValueError: If `image` is neither a string nor a list of strings.
+    """
+    image = record.get("image")
+    if image is None:
+        return []
+    names = [image] if isinstance(image, str) else image
+    if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+        raise ValueError("'image' must be a path or a list of paths")
+    return names
+
+
+def resolve_image_path(image_folder: str | Path, name: str) -> Path:
+    """The path of image `name` inside `image_folder`, refusing anything that leaves it.
+
+    Raises:
+        ValueError: For an absolute path, a `..` component, or a symlink resolving outside the folder.
+    """
+    if os.path.isabs(name) or Path(name).is_absolute():
+        raise ValueError(f"image {name!r} is an absolute path; expected a path relative to the image folder")
+    if ".." in Path(name).parts:
+        raise ValueError(f"image {name!r} contains '..'; expected a path inside the image folder")
+    folder = Path(image_folder).resolve()
+    path = (folder / name).resolve()
+    if not path.is_relative_to(folder):
+        raise ValueError(f"image {name!r} resolves to {path}, outside the image folder {folder}")
+    return path
+
+
+def load_image(path: Path, name: str | None = None) -> Image.Image:
+    """Open and fully decode an image, with Pillow's decompression-bomb limit as an error.
+
+    Args:
+        path: The file.
+        name: The name in the record, for messages (defaults to `path`).
+
+    Returns:
+        The decoded image (any mode; `Owl2ImageProcessor` converts it).
+
+    Raises:
+        ValueError: Missing, empty, unreadable, truncated or oversized image.
+    """
+    name = name or str(path)
+    if not path.is_file():
+        raise ValueError(f"image {name!r} not found")
+    if path.stat().st_size == 0:
+        raise ValueError(f"image {name!r} is an empty file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                image.load()
+                return image.copy()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ValueError(f"image {name!r} is too large to decode safely ({e})") from None
+    except UnidentifiedImageError:
+        raise ValueError(f"image {name!r} is not a readable image (corrupt or unknown format)") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise ValueError(f"image {name!r} is corrupt or truncated ({e})") from None
+
+
+def validate_record(record: dict, location: str, image_folder: str | Path | None, load: bool = True) -> Sample:
+    """Check one record and return its messages and image paths.
+
+    Args:
+        record: The parsed record.
+        location: `line N` or `record N`, for the error.
+        image_folder: Folder image paths are relative to; required if the record has images.
+        load: Also decode every image (off when the caller decodes them anyway).
+
+    Raises:
+        RecordError: With `location` and the first problem found.
+    """
+    try:
+        names = record_image_names(record)
+        messages = record_messages(record)
+        placeholders = sum(m["content"].count(IMAGE_PLACEHOLDER) for m in messages)
+        if placeholders != len(names):
+            raise ValueError(f"{placeholders} {IMAGE_PLACEHOLDER} placeholders but {len(names)} images")
+        if names and image_folder is None:
+            raise ValueError("the record has images but no image folder was given")
+        paths = [resolve_image_path(image_folder, n) for n in names]
+        if load:
+            for path, name in zip(paths, names):
+                load_image(path, name).close()
+    except ValueError as e:
+        raise RecordError(location, str(e)) from None
+    return Sample(id=str(record.get("id", location)), messages=messages, images=paths)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One bad record."""
+
+    location: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.location}: {self.reason}"
+
+
+def iter_problems(records: RecordFile, image_folder: str | Path | None) -> Iterator[Problem]:
+    """Read every record and image of `records` and yield one `Problem` per bad record.
+
+    Args:
+        records: The opened data file.
+        image_folder: Folder image paths are relative to.
+    """
+    for index in range(len(records)):
+        try:
+            validate_record(records[index], records.location(index), image_folder)
+        except RecordError as e:
+            yield Problem(e.location, e.reason)

@@ -1,0 +1,146 @@
+"""Token ids and training labels for a conversation (official `train.py` `preprocess_v1`,
+`mm_utils.py` `tokenizer_image_token`).
+
+The official code renders the whole prompt, tokenizes it once, then re-tokenizes pieces to guess
+where each reply starts (with a `- 2` that depends on how LLaMA's tokenizer treats a trailing
+space, and a fallback that silently masks the whole sample on mismatch). Here each turn is
+tokenized on its own and the ids are concatenated, so the label mask is exact by construction;
+inference prompts are built by the same function, so training and inference see the same ids.
+
+Supervised positions, as in the official code: every assistant reply and its end-of-sequence
+token. Everything else (BOS, system prompt, user turns, role names, image placeholders) gets
+`IGNORE_INDEX`. Each `<|image|>` becomes one `IMAGE_TOKEN_INDEX`; the model expands it to the
+image's tokens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from owl2.config import IGNORE_INDEX, IMAGE_TOKEN_INDEX
+from owl2.processing.templates import ASSISTANT, IMAGE_PLACEHOLDER, ChatTemplate, get_template, validate_roles
+
+
+@dataclass
+class EncodedConversation:
+    """Token ids and labels of one conversation."""
+
+    input_ids: list[int]
+    """Token ids with `IMAGE_TOKEN_INDEX` once per image."""
+    labels: list[int]
+    """Same length as `input_ids`; `IGNORE_INDEX` where not supervised."""
+    turn_ends: list[int] = field(default_factory=list)
+    """Lengths after each complete user+assistant exchange: the cut points truncation may use."""
+
+    @property
+    def num_images(self) -> int:
+        """Image placeholders in `input_ids`."""
+        return sum(1 for i in self.input_ids if i == IMAGE_TOKEN_INDEX)
+
+    def expanded_length(self, num_image_tokens: int) -> int:
+        """Length the LLM sees once each placeholder becomes `num_image_tokens` tokens."""
+        return len(self.input_ids) + self.num_images * (num_image_tokens - 1)
+
+
+def encode_text(text: str, tokenizer) -> list[int]:
+    """Token ids of `text` with `IMAGE_TOKEN_INDEX` where it says `<|image|>` (no BOS/EOS).
+
+    Args:
+        text: Text that may contain `<|image|>` placeholders.
+        tokenizer: Any transformers tokenizer.
+    """
+    ids: list[int] = []
+    for k, chunk in enumerate(text.split(IMAGE_PLACEHOLDER)):
+        if k > 0:
+            ids.append(IMAGE_TOKEN_INDEX)
+        if chunk.strip():
+            ids.extend(tokenizer(chunk.strip(), add_special_tokens=False)["input_ids"])
+    return ids
+
+
+def encode_conversation(
+    messages: list[dict[str, str]],
+    tokenizer,
+    template: str | ChatTemplate = "mplug_owl2",
+    add_generation_prompt: bool = False,
+) -> EncodedConversation:
+    """Tokenize a conversation turn by turn and build its label mask.
+
+    Args:
+        messages: Alternating `{"role": "user"|"assistant", "content": str}`, starting with a user.
+        tokenizer: A transformers tokenizer with `eos_token_id` (and `bos_token_id`, if it uses one).
+        template: A `ChatTemplate` or its name in `TEMPLATES`.
+        add_generation_prompt: For inference: the conversation ends with a user turn, and the ids end
+            with the assistant prefix.
+
+    Returns:
+        The ids, the labels and the turn boundaries.
+
+    Raises:
+        ValueError: If the roles do not alternate, or the tokenizer has no EOS token.
+    """
+    template = get_template(template)
+    validate_roles(messages)
+    if tokenizer.eos_token_id is None:
+        raise ValueError("the tokenizer has no eos_token_id; replies must end with one")
+    ids: list[int] = []
+    labels: list[int] = []
+    turn_ends: list[int] = []
+
+    def add(new_ids: list[int], supervised: bool) -> None:
+        ids.extend(new_ids)
+        labels.extend(new_ids if supervised else [IGNORE_INDEX] * len(new_ids))
+
+    if tokenizer.bos_token_id is not None:
+        add([tokenizer.bos_token_id], supervised=False)
+    add(encode_text(template.prefix_text(), tokenizer), supervised=False)
+    for message in messages:
+        if message["role"] == ASSISTANT:
+            add(encode_text(message["content"], tokenizer) + [tokenizer.eos_token_id], supervised=True)
+            turn_ends.append(len(ids))
+        else:
+            add(encode_text(template.user_text(message["content"]), tokenizer), supervised=False)
+    if add_generation_prompt and messages and messages[-1]["role"] == ASSISTANT:
+        raise ValueError("add_generation_prompt needs a conversation that ends with a user turn")
+    # image positions are never supervised, even if a reply contained a placeholder
+    labels = [IGNORE_INDEX if i == IMAGE_TOKEN_INDEX else lab for i, lab in zip(ids, labels)]
+    return EncodedConversation(input_ids=ids, labels=labels, turn_ends=turn_ends)
+
+
+class TruncationError(ValueError):
+    """A sample that cannot be shortened to the length limit at a turn boundary."""
+
+
+def truncate(encoded: EncodedConversation, max_length: int, num_image_tokens: int) -> EncodedConversation:
+    """Shorten a conversation to `max_length` LLM tokens, counting each image as `num_image_tokens`.
+
+    The cut is made only after a complete exchange (user turn + reply + EOS), so no placeholder is
+    cut and every kept placeholder keeps its image (the images are the first `num_images` ones).
+
+    Args:
+        encoded: The output of `encode_conversation`.
+        max_length: Limit in LLM tokens after image expansion.
+        num_image_tokens: Tokens one image becomes (`Owl2Config.num_image_tokens`).
+
+    Returns:
+        `encoded` itself if it fits, else a shortened copy.
+
+    Raises:
+        TruncationError: If not even the first exchange fits, with both lengths in the message.
+    """
+    if encoded.expanded_length(num_image_tokens) <= max_length:
+        return encoded
+    for end in reversed(encoded.turn_ends):
+        cut = EncodedConversation(
+            input_ids=encoded.input_ids[:end],
+            labels=encoded.labels[:end],
+            turn_ends=[e for e in encoded.turn_ends if e <= end],
+        )
+        if cut.expanded_length(num_image_tokens) <= max_length:
+            return cut
+    first = encoded.turn_ends[0] if encoded.turn_ends else len(encoded.input_ids)
+    first_len = EncodedConversation(encoded.input_ids[:first], encoded.labels[:first]).expanded_length(num_image_tokens)
+    raise TruncationError(
+        f"the first exchange is {first_len} tokens after image expansion "
+        f"({num_image_tokens} per image), over max_length {max_length}"
+    )
