@@ -25,6 +25,11 @@ class RecordError(ValueError):
 class DataFileError(ValueError):
     """A data file that cannot be read at all (missing, wrong extension, not a JSON array)."""
 
+    def __init__(self, path: Path, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
 
 class RecordFile:
     """Records of one `.json` or `.jsonl` file, parsed on access.
@@ -43,10 +48,10 @@ class RecordFile:
         """
         self.path = Path(path)
         if not self.path.is_file():
-            raise DataFileError(f"{self.path}: no such data file")
+            raise DataFileError(self.path, "no such data file")
         self.jsonl = self.path.suffix.lower() == ".jsonl"
         if not self.jsonl and self.path.suffix.lower() != ".json":
-            raise DataFileError(f"{self.path}: expected a .json or .jsonl file")
+            raise DataFileError(self.path, "expected a .json or .jsonl file")
         self._offsets: list[tuple[int, int]] = []  # (line number, byte offset)
         self._array: list | None = None
         if self.jsonl:
@@ -60,11 +65,11 @@ class RecordFile:
             try:
                 data = json.loads(self.path.read_text(encoding="utf-8"))
             except json.JSONDecodeError as e:
-                raise DataFileError(f"{self.path}: line {e.lineno}: malformed JSON: {e.msg}") from None
+                raise DataFileError(self.path, f"line {e.lineno}: malformed JSON: {e.msg}") from None
             except UnicodeDecodeError as e:
-                raise DataFileError(f"{self.path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+                raise DataFileError(self.path, f"not UTF-8 text ({e.reason} at byte {e.start})") from None
             if not isinstance(data, list):
-                raise DataFileError(f"{self.path}: expected a JSON array of records, got {type(data).__name__}")
+                raise DataFileError(self.path, f"expected a JSON array of records, got {type(data).__name__}")
             self._array = data
 
     def __len__(self) -> int:
