@@ -93,5 +93,5 @@ def test_truncation_cuts_at_a_turn_boundary(tokenizer):
     assert cut.input_ids == enc.input_ids[: enc.turn_ends[0]]
     assert cut.labels == enc.labels[: enc.turn_ends[0]]
     assert cut.num_images == 1 and cut.input_ids[-1] == tokenizer.eos_token_id
-    with pytest.raises(TruncationError, match=r"first exchange is 21 tokens after image expansion \(9 per image\)"):
+    with pytest.raises(TruncationError, match=r"first exchange is 22 tokens after image expansion \(9 per image\)"):
         truncate(enc, 20, image_tokens)
