@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText, GenerationMixin, PreTrainedModel
@@ -50,6 +51,21 @@ class MergedInputs:
     attention_mask: torch.Tensor  # (B, T')
     modality_ids: torch.Tensor  # (B, T')
     labels: torch.Tensor | None  # (B, T')
+
+
+def positions_from_mask(attention_mask: torch.Tensor, packed: bool) -> torch.Tensor:
+    """Position of each token in its sample, counting real tokens only (left padding shifts nothing).
+
+    Args:
+        attention_mask: `(B, T)` 0 for padding, otherwise 1, or the token's sample number in packed rows.
+        packed: whether positions restart wherever the sample number changes.
+    """
+    real = (attention_mask > 0).long().cumsum(-1)  # (B, T) real tokens so far
+    if not packed:
+        return (real - 1).clamp(min=0)
+    sample_start = attention_mask != F.pad(attention_mask[:, :-1], (1, 0), value=-1)  # (B, T)
+    before = torch.where(sample_start, real - 1, 0).cummax(-1).values  # real tokens before this sample
+    return (real - 1 - before).clamp(min=0)
 
 
 class Owl2PreTrainedModel(PreTrainedModel):
@@ -143,11 +159,13 @@ class Owl2Model(Owl2PreTrainedModel, GenerationMixin):
         """Splice each image's tokens in place of its placeholder.
 
         Rows grow by `num_image_tokens - 1` per image; rows that end up shorter than the longest are
-        padded on `padding_side` (masked out, labelled IGNORE_INDEX). Image tokens are attended to,
-        never supervised, and have modality IMAGE.
+        padded on `padding_side` (mask 0, labelled IGNORE_INDEX). Image tokens take their
+        placeholder's mask value (1, or its segment id in a packed row), are never supervised and
+        have modality IMAGE.
         """
         batch, seq = input_ids.shape
         num_images, per_image, width = image_features.shape
+        device = input_ids.device
         is_image = input_ids == self.config.image_token_index  # (B, T)
         span = torch.where(is_image, per_image, 1)  # tokens each input position becomes
         end = span.cumsum(dim=1)  # (B, T) exclusive end of each position in its expanded row
@@ -161,22 +179,22 @@ class Owl2Model(Owl2PreTrainedModel, GenerationMixin):
         shift = (new_seq - row_lengths) if padding_side == "left" else torch.zeros_like(row_lengths)
         start = end - span + shift[:, None]  # (B, T) expanded index of each position's first token
 
-        # Every expanded slot reads one row of a source table: [text embeddings (B*T); image tokens (N*K); zero row].
+        # Each expanded slot has an origin (the flat input position it came from; pad slots get
+        # `text_rows`) and a source row in the table [text embeddings (B*T); image tokens (N*K); zeros].
         text_rows, image_rows = batch * seq, num_images * per_image
-        pad_row = text_rows + image_rows
-        image_ordinal = is_image.flatten().cumsum(0).view(batch, seq) - 1  # (B, T) which image a placeholder is
-        offsets = torch.arange(per_image, device=input_ids.device)  # (K,)
-        target = start[..., None] + offsets  # (B, T, K) slots a position would fill
+        offsets = torch.arange(per_image, device=device)  # (K,)
+        flat_position = torch.arange(text_rows, device=device).view(batch, seq, 1)
+        image_ordinal = is_image.flatten().cumsum(0).view(batch, seq, 1) - 1  # which image a placeholder is
         source = torch.where(
-            is_image[..., None],
-            text_rows + image_ordinal[..., None] * per_image + offsets,
-            torch.arange(text_rows, device=input_ids.device).view(batch, seq, 1).expand(-1, -1, per_image),
-        )
-        used = is_image[..., None] | (offsets == 0)  # a text position fills one slot, an image K
-        target = torch.where(used, target, new_seq)  # unused -> a spill column, dropped below
-        source_index = torch.full((batch, new_seq + 1), pad_row, dtype=torch.long, device=input_ids.device)
+            is_image[..., None], text_rows + image_ordinal * per_image + offsets, flat_position
+        )  # (B, T, K)
+        used = is_image[..., None] | (offsets == 0)  # a text position fills one slot, a placeholder K
+        target = torch.where(used, start[..., None] + offsets, new_seq)  # unused -> a spill column, dropped
+        origin = torch.full((batch, new_seq + 1), text_rows, dtype=torch.long, device=device)
+        origin.scatter_(1, target.view(batch, -1), flat_position.expand(-1, -1, per_image).reshape(batch, -1))
+        source_index = torch.full((batch, new_seq + 1), text_rows + image_rows, dtype=torch.long, device=device)
         source_index.scatter_(1, target.view(batch, -1), source.view(batch, -1))
-        source_index = source_index[:, :new_seq]  # (B, T')
+        origin, source_index = origin[:, :new_seq], source_index[:, :new_seq]  # (B, T')
 
         text_embeds = self.get_input_embeddings()(input_ids.masked_fill(is_image, 0))  # (B, T, D)
         table = torch.cat(
@@ -186,17 +204,13 @@ class Owl2Model(Owl2PreTrainedModel, GenerationMixin):
 
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        mask_table = torch.cat(
-            [attention_mask.flatten(), attention_mask.new_ones(image_rows), attention_mask.new_zeros(1)]
-        )
-        modality_ids = ((source_index >= text_rows) & (source_index < pad_row)).long() * IMAGE
+        new_mask = torch.cat([attention_mask.flatten(), attention_mask.new_zeros(1)])[origin]
+        modality_ids = torch.cat([is_image.flatten(), is_image.new_zeros(1)])[origin].long() * IMAGE
         new_labels = None
         if labels is not None:
-            label_table = torch.cat(
-                [labels.masked_fill(is_image, IGNORE_INDEX).flatten(), labels.new_full((image_rows + 1,), IGNORE_INDEX)]
-            )
-            new_labels = label_table[source_index]
-        return MergedInputs(inputs_embeds, mask_table[source_index], modality_ids, new_labels)
+            supervised = labels.masked_fill(is_image, IGNORE_INDEX).flatten()
+            new_labels = torch.cat([supervised, supervised.new_full((1,), IGNORE_INDEX)])[origin]
+        return MergedInputs(inputs_embeds, new_mask, modality_ids, new_labels)
 
     # -- forward -----------------------------------------------------------------------------------
     def forward(
@@ -217,11 +231,15 @@ class Owl2Model(Owl2PreTrainedModel, GenerationMixin):
             input_ids: `(B, T)` token ids with `config.image_token_index` once per image.
             attention_mask: `(B, T)` 1 for real tokens, 0 for padding; during cached generation, the mask
                 over the cache plus the new tokens, as returned in the previous output's `attention_mask`.
+                Packed rows (several samples back to back, padding only at the end) number their
+                samples 1, 2, 3, ...: attention is then blocked between samples and positions restart.
             pixel_values: `(num_images, 3, H, W)`, one per placeholder, in order of appearance.
             labels: `(B, T)` targets aligned with `input_ids` (shifted inside, as in transformers).
             padding_side: where rows shorter after expansion get their extra padding; generation uses "left".
         """
         cached = past_key_values.get_seq_length() if past_key_values is not None else 0
+        if use_cache is None:
+            use_cache = self.config.text_config.use_cache and not self.training
         if pixel_values is not None:
             if cached:
                 raise ValueError("pixel_values can only be given with an empty cache (the prompt's first forward)")
@@ -241,8 +259,14 @@ class Owl2Model(Owl2PreTrainedModel, GenerationMixin):
         seq = inputs_embeds.shape[1]
         if attention_mask is None:
             attention_mask = torch.ones(inputs_embeds.shape[0], cached + seq, dtype=torch.long, device=input_ids.device)
-        # Positions count real tokens only, so left padding does not shift a row's positions.
-        position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -seq:]
+        packed = not cached and bool(attention_mask.max() > 1)
+        position_ids = positions_from_mask(attention_mask, packed)[:, -seq:]
+        if packed:
+            use_cache = False
+            if labels is not None:  # a sample's first token is no target of the sample before it
+                labels = labels.masked_fill(position_ids == 0, IGNORE_INDEX)
+            # With no mask, transformers blocks attention where the positions restart (varlen for flash).
+            attention_mask = None
 
         outputs = self.language_model(
             inputs_embeds=inputs_embeds,
