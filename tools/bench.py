@@ -1,0 +1,514 @@
+"""Benchmark owl2 against transformers' LLaMA, side by side in one process (issue 7).
+
+Sections (each prints table rows and fills one key of the JSON):
+1. `overhead`: a training step (fwd+bwd) of `Owl2Model` on text only vs `LlamaForCausalLM` with the
+   same weights (`llama_to_owl2`); and the decoder on a sequence holding image tokens (mixed
+   modality routing) vs the same length of text.                                 goal <= 1.05
+2. `generation`: greedy tokens/s with the KV cache at batch 1 and 8 vs `LlamaForCausalLM.generate`,
+   a fixed number of new tokens (min_new_tokens = max_new_tokens).               goal >= 0.95
+3. `end_to_end`: a training step (ViT + abstractor + decoder with images, AdamW) at a mid-size
+   config: samples/s, tokens/s, peak memory (RSS on CPU, max_memory_allocated on GPU).
+4. `abstractor`: LLM tokens and prefill FLOPs per image on the 7B preset, 65 abstractor tokens vs
+   1,025 ViT tokens fed patch by patch (analytic, see `owl2.bench.prefill_flops`), and the formula
+   checked against `FlopCounterMode` on the toy.
+5. `packing`: packed vs padded training tokens/s on the synthetic instruction mix and on a
+   LLaVA-665k-like length distribution (goal >= 1.3); measures the padded baseline and the padding
+   share until packed sequences land in `Owl2Model` (see `bench_packing`).
+
+Method (`owl2.bench.time_alternating`): warm-up calls, then rounds alternating between contenders
+(order flipped every round), median per contender, ratios of medians. Run it with:
+
+    python tools/bench.py --quick --json bench.json       # 2-core CPU, about 3 minutes
+    python tools/bench.py --device cuda --json bench.json  # GPU: bf16, larger dims
+
+`--tiny` runs every section on toy dimensions in seconds (what the tests use); its numbers mean nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from owl2 import Owl2Config, Owl2Model
+from owl2.bench import (
+    abstractor_flops,
+    counted_flops,
+    lognormal_lengths,
+    peak_memory_bytes,
+    prefill_flops,
+    ratio,
+    reset_peak_memory,
+    time_alternating,
+)
+from owl2.checkpoint.llama import llama_to_owl2
+from owl2.config import MODALITIES
+from owl2.models.decoder import ModalityRouting
+
+REPO = Path(__file__).resolve().parents[1]
+SECTIONS = ("overhead", "generation", "end_to_end", "abstractor", "packing")
+TEXT, IMAGE = MODALITIES.index("text"), MODALITIES.index("image")
+
+
+@dataclass
+class Size:
+    """Dimensions and repeat counts of one benchmark mode."""
+
+    name: str
+    text: dict
+    """LlamaConfig fields of the decoder (both contenders)."""
+    batch: int
+    seq: int
+    """Tokens per training sequence."""
+    text_prefix: int
+    """Text tokens before the image in the mixed layout."""
+    image_tokens: int
+    """Image tokens in the mixed layout (65 = 64 queries + end-of-image)."""
+    gen_batches: tuple[int, ...]
+    gen_prompt: int
+    gen_new_tokens: int
+    vision: dict
+    """Owl2VisionConfig fields of the end-to-end model."""
+    abstractor: dict
+    """Owl2AbstractorConfig fields of the end-to-end model."""
+    e2e_text_tokens: int
+    """Text tokens per end-to-end sample (plus one image)."""
+    packing_samples: int
+    """Samples per length distribution in the packing section."""
+    repeats: int
+    warmup: int = 1
+    dtype: str = "float32"
+
+
+def _text(hidden: int, inter: int, layers: int, heads: int, kv_heads: int, vocab: int) -> dict:
+    return dict(
+        hidden_size=hidden, intermediate_size=inter, num_hidden_layers=layers, num_attention_heads=heads,
+        num_key_value_heads=kv_heads, vocab_size=vocab, max_position_embeddings=4096, pad_token_id=0,
+        bos_token_id=1, eos_token_id=2, tie_word_embeddings=False,
+    )  # fmt: skip
+
+
+SIZES = {
+    "tiny": Size(
+        name="tiny", text=_text(64, 172, 2, 4, 2, 256), batch=2, seq=48, text_prefix=4, image_tokens=17,
+        gen_batches=(1, 2), gen_prompt=8, gen_new_tokens=3,
+        vision=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=28),
+        abstractor=dict(num_queries=4, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64),
+        e2e_text_tokens=16, packing_samples=8, repeats=2,
+    ),  # fmt: skip
+    "quick": Size(
+        name="quick", text=_text(256, 688, 4, 4, 4, 4096), batch=2, seq=512, text_prefix=16, image_tokens=65,
+        gen_batches=(1, 8), gen_prompt=32, gen_new_tokens=32,
+        vision=dict(hidden_size=256, intermediate_size=1024, num_hidden_layers=4, num_attention_heads=4, image_size=224),
+        abstractor=dict(num_queries=64, hidden_size=256, num_hidden_layers=2, num_attention_heads=4, intermediate_size=704),
+        e2e_text_tokens=128, packing_samples=16, repeats=7,
+    ),  # fmt: skip
+    "gpu": Size(
+        name="gpu", text=_text(2048, 5504, 8, 16, 16, 32000), batch=4, seq=2048, text_prefix=32, image_tokens=65,
+        gen_batches=(1, 8), gen_prompt=128, gen_new_tokens=128,
+        vision=dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=12, num_attention_heads=16, image_size=448),
+        abstractor=dict(num_queries=64, hidden_size=1024, num_hidden_layers=6, num_attention_heads=16, intermediate_size=2816),
+        e2e_text_tokens=512, packing_samples=256, repeats=10, warmup=3, dtype="bfloat16",
+    ),  # fmt: skip
+}
+
+
+@dataclass
+class Row:
+    """One line of the printed table."""
+
+    section: str
+    metric: str
+    owl2: float | None = None
+    reference: float | None = None
+    ratio: float | None = None
+    goal: str = ""
+    note: str = ""
+
+
+@dataclass
+class Context:
+    size: Size
+    device: torch.device
+    dtype: torch.dtype
+    rows: list[Row] = field(default_factory=list)
+
+
+# -- models --------------------------------------------------------------------------------------------
+
+
+def owl2_config(size: Size, toy_vision: bool = True) -> Owl2Config:
+    """An `Owl2Config` whose decoder has the benchmark dims; the toy ViT/abstractor unless asked otherwise."""
+    toy = json.loads((REPO / "configs" / "model" / "owl2-toy.json").read_text())
+    vision = toy["vision_config"] if toy_vision else {**toy["vision_config"], **size.vision}
+    abstractor = toy["abstractor_config"] if toy_vision else {**toy["abstractor_config"], **size.abstractor}
+    config = Owl2Config(vision_config=vision, abstractor_config=abstractor, text_config=dict(size.text))
+    config._attn_implementation = "sdpa"
+    config.text_config._attn_implementation = "sdpa"
+    return config
+
+
+def build_pair(ctx: Context) -> tuple[Owl2Model, LlamaForCausalLM]:
+    """`LlamaForCausalLM` and `Owl2Model` computing the same function (weights copied with `llama_to_owl2`)."""
+    torch.manual_seed(0)
+    text = LlamaConfig(**ctx.size.text)
+    text._attn_implementation = "sdpa"
+    llama = LlamaForCausalLM(text)
+    owl = Owl2Model(owl2_config(ctx.size))
+    missing, unexpected = owl.load_state_dict(llama_to_owl2(llama.state_dict()), strict=False)
+    stray = [k for k in missing if not k.startswith(("vision_model.", "abstractor."))]
+    if stray or unexpected:
+        raise RuntimeError(f"llama_to_owl2 left decoder keys unmatched: missing {stray}, unexpected {unexpected}")
+    return owl.to(ctx.device, ctx.dtype), llama.to(ctx.device, ctx.dtype)
+
+
+def train_step(model: torch.nn.Module, **inputs) -> Callable[[], None]:
+    """One forward + backward of a causal LM's loss, gradients dropped first."""
+
+    def step() -> None:
+        model.zero_grad(set_to_none=True)
+        model(**inputs).loss.backward()
+
+    return step
+
+
+def mixed_modality_ids(size: Size, device: torch.device) -> torch.Tensor:
+    """`(B, T)` modality ids: `text_prefix` text tokens, `image_tokens` image tokens, then text."""
+    ids = torch.full((size.batch, size.seq), TEXT, dtype=torch.long, device=device)
+    ids[:, size.text_prefix : size.text_prefix + size.image_tokens] = IMAGE
+    return ids
+
+
+# -- sections ------------------------------------------------------------------------------------------
+
+
+def bench_overhead(ctx: Context) -> dict:
+    """Section 1: the cost of modality adaptation, text-only and with image tokens."""
+    size = ctx.size
+    owl, llama = build_pair(ctx)
+    owl.train(), llama.train()
+    ids = torch.randint(3, size.text["vocab_size"], (size.batch, size.seq), device=ctx.device)
+    timings = time_alternating(
+        {"owl2": train_step(owl, input_ids=ids, labels=ids), "llama": train_step(llama, input_ids=ids, labels=ids)},
+        size.repeats, size.warmup, ctx.device,
+    )  # fmt: skip
+    text_only = {name: t.median for name, t in timings.items()} | ratio(timings, "owl2", "llama")
+
+    decoder = owl.language_model
+    embeds = torch.randn(size.batch, size.seq, size.text["hidden_size"], device=ctx.device, dtype=ctx.dtype)
+    modality_ids = mixed_modality_ids(size, ctx.device)
+
+    def decoder_step(mixed: bool) -> Callable[[], None]:
+        def step() -> None:
+            decoder.zero_grad(set_to_none=True)
+            routing = ModalityRouting.from_ids(modality_ids) if mixed else None  # built per forward, as Owl2Model does
+            out = decoder(inputs_embeds=embeds, modality_routing=routing).last_hidden_state
+            out.float().pow(2).mean().backward()
+
+        return step
+
+    timings = time_alternating(
+        {"mixed": decoder_step(True), "text": decoder_step(False)}, size.repeats, size.warmup, ctx.device
+    )
+    mixed = {name: t.median for name, t in timings.items()} | ratio(timings, "mixed", "text")
+    layout = f"B={size.batch} T={size.seq}: {size.text_prefix} text, {size.image_tokens} image, rest text"
+    ctx.rows += [
+        Row("overhead", "train step s, text only (owl2 vs LlamaForCausalLM)", text_only["owl2"], text_only["llama"],
+            text_only["ratio_of_medians"], "<= 1.05", f"B={size.batch} T={size.seq}"),
+        Row("overhead", "decoder fwd+bwd s, mixed vs text routing", mixed["mixed"], mixed["text"],
+            mixed["ratio_of_medians"], "<= 1.05", layout),
+    ]  # fmt: skip
+    return {"text_only_train_step": text_only, "mixed_decoder_step": mixed, "mixed_layout": layout}
+
+
+def bench_generation(ctx: Context) -> dict:
+    """Section 2: greedy decoding tokens/s with the KV cache, owl2 vs `LlamaForCausalLM.generate`."""
+    size = ctx.size
+    owl, llama = build_pair(ctx)
+    owl.eval(), llama.eval()
+    new = size.gen_new_tokens
+    options = dict(max_new_tokens=new, min_new_tokens=new, do_sample=False, pad_token_id=0, use_cache=True)
+    result = {}
+    for batch in size.gen_batches:
+        prompt = torch.randint(3, size.text["vocab_size"], (batch, size.gen_prompt), device=ctx.device)
+        mask = torch.ones_like(prompt)
+        outputs = {}
+
+        def generate(model: torch.nn.Module, name: str) -> Callable[[], None]:
+            def run() -> None:
+                outputs[name] = model.generate(input_ids=prompt, attention_mask=mask, **options)
+
+            return run
+
+        timings = time_alternating(
+            {"owl2": generate(owl, "owl2"), "llama": generate(llama, "llama")}, size.repeats, size.warmup, ctx.device
+        )
+        tokens = batch * new
+        # tokens/s ratio = time ratio inverted: llama seconds over owl2 seconds
+        figures = ratio(timings, "llama", "owl2")
+        result[f"batch_{batch}"] = {
+            "owl2_tokens_per_s": tokens / timings["owl2"].median,
+            "llama_tokens_per_s": tokens / timings["llama"].median,
+            "ratio_of_medians": figures["ratio_of_medians"],
+            "median_paired_ratio": figures["median_paired_ratio"],
+            "same_tokens": bool(torch.equal(outputs["owl2"][:, -new:], outputs["llama"][:, -new:])),
+        }
+        r = result[f"batch_{batch}"]
+        ctx.rows.append(
+            Row("generation", f"tokens/s, batch {batch}", r["owl2_tokens_per_s"], r["llama_tokens_per_s"],
+                r["ratio_of_medians"], ">= 0.95", f"prompt {size.gen_prompt}, {new} new, greedy")
+        )  # fmt: skip
+    return result
+
+
+def bench_end_to_end(ctx: Context) -> dict:
+    """Section 3: a full training step (ViT + abstractor + decoder, AdamW) on batches with one image each."""
+    size = ctx.size
+    config = owl2_config(size, toy_vision=False)
+    torch.manual_seed(0)
+    model = Owl2Model(config).to(ctx.device, ctx.dtype).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    vocab, image = size.text["vocab_size"], config.vision_config.image_size
+    ids = torch.randint(3, vocab, (size.batch, size.e2e_text_tokens), device=ctx.device)
+    ids[:, 1] = config.image_token_index  # one image right after the first token
+    labels = ids.clone()
+    pixels = torch.randn(size.batch, 3, image, image, device=ctx.device, dtype=ctx.dtype)
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        model(input_ids=ids, labels=labels, pixel_values=pixels).loss.backward()
+        optimizer.step()
+
+    step()  # allocate optimizer state before the peak is reset
+    reset_peak_memory(ctx.device)
+    timing = time_alternating({"step": step}, size.repeats, size.warmup, ctx.device)["step"]
+    tokens = size.batch * (size.e2e_text_tokens - 1 + config.num_image_tokens)
+    result = {
+        "step_s": timing.median,
+        "samples_per_s": size.batch / timing.median,
+        "tokens_per_s": tokens / timing.median,
+        "peak_memory_bytes": peak_memory_bytes(ctx.device),
+        "peak_memory_kind": "max_memory_allocated" if ctx.device.type == "cuda" else "process peak RSS (VmHWM)",
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "layout": f"B={size.batch}, {image} px image -> {config.num_image_tokens} tokens + {size.e2e_text_tokens - 1} text",
+    }
+    note = result["layout"]
+    ctx.rows += [
+        Row("end_to_end", "samples/s", result["samples_per_s"], note=note),
+        Row("end_to_end", "tokens/s (LLM tokens)", result["tokens_per_s"]),
+        Row("end_to_end", f"peak memory MiB ({result['peak_memory_kind']})", result["peak_memory_bytes"] / 2**20),
+    ]
+    return result
+
+
+def bench_abstractor(ctx: Context, text_tokens: int = 64) -> dict:
+    """Section 4: what the abstractor saves per image on the 7B preset (analytic), checked on the toy."""
+    preset = Owl2Config.from_json_file(REPO / "configs" / "model" / "owl2-llama2-7b.json")
+    text, grid = preset.text_config, preset.vision_config.grid_size
+    with_abstractor, without = preset.num_image_tokens, grid * grid + 1  # 65, 1025 at 448 px
+
+    def prompt_flops(image_tokens: int) -> int:  # prefill of one image + text, logits for the last position only
+        return prefill_flops(text, image_tokens + text_tokens, lm_head_tokens=1)
+
+    cost = abstractor_flops(preset.abstractor_config, without, text.hidden_size)
+    result = {
+        "llm_tokens_per_image": {"abstractor": with_abstractor, "patch_tokens": without},
+        "prefill_flops": {"abstractor": prompt_flops(with_abstractor), "patch_tokens": prompt_flops(without)},
+        "abstractor_flops_per_image": cost,
+        "text_tokens_in_prompt": text_tokens,
+    }
+    flops = result["prefill_flops"]
+    result["prefill_flops_saved_per_image"] = flops["patch_tokens"] - flops["abstractor"] - cost
+    result["prefill_speedup_bound"] = flops["patch_tokens"] / (flops["abstractor"] + cost)
+
+    # the formula against FlopCounterMode on the toy decoder (no LM head: the decoder alone)
+    toy = Owl2Config.from_json_file(REPO / "configs" / "model" / "owl2-toy.json")
+    torch.manual_seed(0)
+    decoder = Owl2Model(toy).language_model.eval()
+    embeds = torch.randn(1, 24, toy.text_config.hidden_size)
+    routing_ids = torch.zeros(1, 24, dtype=torch.long)
+    routing_ids[:, 2:11] = IMAGE
+    with torch.no_grad():
+        counted = counted_flops(lambda: decoder(inputs_embeds=embeds, modality_routing=ModalityRouting.from_ids(routing_ids)))
+    result["toy_check"] = {"formula": prefill_flops(toy.text_config, 24, lm_head_tokens=0), "counted": counted}
+
+    ctx.rows += [
+        Row("abstractor", "LLM tokens per 448 px image", with_abstractor, without, with_abstractor / without,
+            note="7B preset: abstractor vs ViT patch tokens"),
+        Row("abstractor", f"prefill GFLOPs, 1 image + {text_tokens} text", flops["abstractor"] / 1e9,
+            flops["patch_tokens"] / 1e9, flops["abstractor"] / flops["patch_tokens"], note="analytic, dense attention"),
+        Row("abstractor", "abstractor GFLOPs per image", cost / 1e9, note="paid only on the abstractor path"),
+        Row("abstractor", "toy decoder FLOPs: formula vs FlopCounterMode", result["toy_check"]["formula"],
+            counted, result["toy_check"]["formula"] / counted),
+    ]  # fmt: skip
+    return result
+
+
+def synthetic_mix_lengths(count: int, num_image_tokens: int = 65) -> list[int]:
+    """Token lengths of the built-in synthetic instruction mix (stage 2), each image counted as its tokens."""
+    from owl2.data.dataset import SupervisedDataset
+    from owl2.data.synthetic import write_synthetic_dataset
+    from owl2.processing.image import Owl2ImageProcessor
+    from transformers import AutoTokenizer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = write_synthetic_dataset(tmp, num_stage1=0, num_stage2=count, num_heldout=0)
+        tokenizer = AutoTokenizer.from_pretrained(paths["tokenizer"])
+        dataset = SupervisedDataset(paths["stage2"], tokenizer, Owl2ImageProcessor(56), paths["images"],
+                                    num_image_tokens=num_image_tokens)  # fmt: skip
+        lengths = []
+        for i in range(len(dataset)):
+            sample = dataset[i]
+            if sample is not None:
+                lengths.append(len(sample["input_ids"]) + len(sample["pixel_values"]) * (num_image_tokens - 1))
+    return lengths
+
+
+def packing_available() -> bool:
+    """Whether packed-sequence training has landed (the lead's work on issue 7); see `bench_packing`."""
+    import importlib.util
+
+    return importlib.util.find_spec("owl2.data.packing") is not None
+
+
+def bench_packing(ctx: Context) -> dict:
+    """Section 5: padded (and, once available, packed) training throughput on two length distributions.
+
+    The padded baseline runs text-only training steps of `Owl2Model` over batches of `size.batch`
+    samples drawn in random order and padded to the longest; real tokens/s counts non-padding tokens.
+    `padding_bound` (padded tokens / real tokens) is what packing can at most gain where cost is linear
+    in tokens.
+
+    HOOK: when `owl2.data.packing` exists, add the packed contender here: the same samples packed into
+    rows of `size.seq` tokens, timed alternating with the padded batches, and report
+    `packed_over_padded` = packed real tokens/s over padded real tokens/s (goal >= 1.3).
+    """
+    size = ctx.size
+    owl, _ = build_pair(ctx)
+    owl.train()
+    n = size.packing_samples
+    distributions = {
+        "synthetic_mix": synthetic_mix_lengths(n, size.image_tokens),
+        "llava665k_like": lognormal_lengths(n, median=300 * size.seq / 512, high=size.seq, seed=0),
+    }
+    result: dict = {"packing_landed": packing_available()}
+    generator = torch.Generator().manual_seed(0)
+    for name, lengths in distributions.items():
+        lengths = [min(length, size.seq) for length in lengths]
+        order = torch.randperm(len(lengths), generator=generator).tolist()
+        batches = [[lengths[i] for i in order[j : j + size.batch]] for j in range(0, len(order), size.batch)]
+        steps = []
+        for batch_lengths in batches:
+            longest = max(batch_lengths)
+            ids = torch.randint(3, size.text["vocab_size"], (len(batch_lengths), longest), device=ctx.device)
+            mask = (torch.arange(longest, device=ctx.device) < torch.tensor(batch_lengths, device=ctx.device)[:, None]).long()
+            labels = ids.masked_fill(mask == 0, -100)
+            steps.append(train_step(owl, input_ids=ids, attention_mask=mask, labels=labels))
+
+        def epoch() -> None:
+            for step in steps:
+                step()
+
+        timing = time_alternating({"padded": epoch}, max(1, size.repeats // 3), size.warmup, ctx.device)["padded"]
+        real = sum(lengths)
+        padded = sum(len(b) * max(b) for b in batches)
+        result[name] = {
+            "samples": len(lengths),
+            "mean_length": real / len(lengths),
+            "padded_real_tokens_per_s": real / timing.median,
+            "padding_bound": padded / real,
+            "packed_over_padded": None,
+        }
+        ctx.rows.append(
+            Row("packing", f"padded real tokens/s, {name}", result[name]["padded_real_tokens_per_s"],
+                goal=">= 1.3 (packed/padded)",
+                note=f"mean len {real / len(lengths):.0f}, padded/real {padded / real:.2f}; packed: not landed")
+        )  # fmt: skip
+    return result
+
+
+# -- driver --------------------------------------------------------------------------------------------
+
+
+def format_table(rows: list[Row]) -> str:
+    def fmt(x: float | None) -> str:
+        if x is None:
+            return "-"
+        return f"{x:.4g}" if abs(x) < 1e5 else f"{x:.3e}"
+
+    header = ("section", "metric", "owl2", "reference", "ratio", "goal", "note")
+    lines = [[r.section, r.metric, fmt(r.owl2), fmt(r.reference), fmt(r.ratio), r.goal, r.note] for r in rows]
+    widths = [max(len(str(x)) for x in column) for column in zip(header, *lines)]
+    out = [" | ".join(h.ljust(w) for h, w in zip(header, widths))]
+    out.append("-+-".join("-" * w for w in widths))
+    out += [" | ".join(str(x).ljust(w) for x, w in zip(line, widths)) for line in lines]
+    return "\n".join(out)
+
+
+def run(size: Size, device: torch.device, sections: tuple[str, ...] = SECTIONS, threads: int | None = None) -> dict:
+    """Run `sections` at `size` on `device`; returns the JSON-able results (the table rows included)."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+    ctx = Context(size, device, getattr(torch, size.dtype))
+    benches = {
+        "overhead": bench_overhead, "generation": bench_generation, "end_to_end": bench_end_to_end,
+        "abstractor": bench_abstractor, "packing": bench_packing,
+    }  # fmt: skip
+    results: dict = {
+        "machine": {
+            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
+            "threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+        },
+        "size": asdict(size),
+    }
+    for name in sections:
+        results[name] = benches[name](ctx)
+    results["rows"] = [asdict(r) for r in ctx.rows]
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="CPU dims for a 2-core machine (about 3 minutes)")
+    mode.add_argument("--tiny", action="store_true", help="toy dims, seconds; for tests (numbers mean nothing)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (cuda: bf16 and the 'gpu' dims unless --quick/--tiny)")
+    parser.add_argument(
+        "--threads", type=int, default=1,
+        help="torch.set_num_threads on CPU (default 1: on a shared 2-core machine two OpenMP threads stall on each other)",
+    )  # fmt: skip
+    parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
+    parser.add_argument("--repeats", type=int, help="override the mode's rounds per comparison")
+    parser.add_argument("--json", type=Path, help="write the results here")
+    args = parser.parse_args(argv)
+
+    device = torch.device(args.device)
+    if args.tiny:
+        size = SIZES["tiny"]
+    elif args.quick or device.type != "cuda":
+        size = SIZES["quick"]
+    else:
+        size = SIZES["gpu"]
+    if args.repeats:
+        size.repeats = args.repeats
+    results = run(size, device, tuple(args.sections), args.threads if device.type == "cpu" else None)
+    print(f"owl2 bench: {size.name} dims on {device} ({results['machine']['device']}, "
+          f"{results['machine']['threads']} threads, {size.dtype})")  # fmt: skip
+    print(format_table([Row(**r) for r in results["rows"]]))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
