@@ -38,6 +38,8 @@ class Sample:
     """`{"role": "user"|"assistant", "content": str}`, alternating, starting with the user."""
     images: list[Path]
     """Absolute image paths, in order of their placeholders."""
+    image_names: list[str]
+    """The paths as the record wrote them (for messages)."""
 
 
 def record_messages(record: dict) -> list[dict[str, str]]:
@@ -173,7 +175,7 @@ def validate_record(record: dict, location: str, image_folder: str | Path | None
                 load_image(path, name).close()
     except ValueError as e:
         raise RecordError(location, str(e)) from None
-    return Sample(id=str(record.get("id", location)), messages=messages, images=paths)
+    return Sample(id=str(record.get("id", location)), messages=messages, images=paths, image_names=names)
 
 
 @dataclass(frozen=True)

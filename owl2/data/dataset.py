@@ -108,7 +108,8 @@ class SupervisedDataset(Dataset):
         except TruncationError as e:
             raise RecordError(location, str(e)) from None
         try:
-            images = [load_image(p) for p in sample.images[: encoded.num_images]]
+            kept = zip(sample.images[: encoded.num_images], sample.image_names)
+            images = [load_image(path, name) for path, name in kept]
         except ValueError as e:
             raise RecordError(location, str(e)) from None
         return {

@@ -1,0 +1,69 @@
+"""The synthetic data set and its tokenizer."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import numpy as np
+from PIL import Image
+
+from owl2.data.synthetic import COLORS, QUESTION_TYPES, build_synthetic_tokenizer, write_synthetic_dataset
+
+
+def all_bytes(root) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_same_seed_same_bytes_other_seed_differs(tmp_path):
+    sizes = dict(num_stage1=6, num_stage2=8, num_heldout=5)
+    write_synthetic_dataset(tmp_path / "a", seed=3, **sizes)
+    write_synthetic_dataset(tmp_path / "b", seed=3, **sizes)
+    write_synthetic_dataset(tmp_path / "c", seed=4, **sizes)
+    a, b, c = all_bytes(tmp_path / "a"), all_bytes(tmp_path / "b"), all_bytes(tmp_path / "c")
+    assert a == b
+    assert all(a[k] != c[k] for k in ("stage1.jsonl", "stage2.jsonl", "heldout.jsonl", "images/stage1_000000.png"))
+    assert a["tokenizer/tokenizer.json"] == c["tokenizer/tokenizer.json"]
+
+
+def test_layout_and_records(synthetic):
+    stage1 = [json.loads(line) for line in synthetic["stage1"].read_text().splitlines()]
+    stage2 = [json.loads(line) for line in synthetic["stage2"].read_text().splitlines()]
+    heldout = [json.loads(line) for line in synthetic["heldout"].read_text().splitlines()]
+    assert (len(stage1), len(stage2), len(heldout)) == (20, 40, 25)
+    assert set(stage1[0]) == {"id", "image", "caption"} and stage1[0]["caption"].split()[1] in ("shape", "shapes")
+    assert any("image" not in r for r in stage2) and any("image" in r for r in stage2)  # text-only mixed in
+    for record in stage2 + heldout:
+        convs = record["conversations"]
+        assert [c["from"] for c in convs] == ["human", "gpt"] * (len(convs) // 2)
+        assert sum(c["value"].count("<|image|>") for c in convs) == (1 if "image" in record else 0)
+        assert all(1 <= len(c["value"].split()) <= 2 for c in convs[1::2])  # short answers
+    assert Counter(r["question_type"] for r in heldout) == {t: 5 for t in QUESTION_TYPES}
+    assert all(r["answer"] == r["conversations"][1]["value"] for r in heldout)
+    train_images = {r["image"] for r in stage1 + stage2 if "image" in r}
+    assert not train_images & {r["image"] for r in heldout}
+
+
+def test_images_show_the_named_colours(synthetic):
+    record = json.loads(synthetic["stage1"].read_text().splitlines()[0])
+    image = Image.open(synthetic["images"] / record["image"])
+    assert image.size == (56, 56) and image.mode == "RGB"
+    pixels = {tuple(p) for p in np.asarray(image).reshape(-1, 3)}
+    named = [c for c in COLORS if f" {c} " in record["caption"]]
+    assert named and all(COLORS[c] in pixels for c in named)
+    assert not any(COLORS[c] in pixels for c in COLORS if c not in named)
+
+
+def test_tokenizer_covers_the_data(synthetic, tokenizer):
+    assert (tokenizer.unk_token_id, tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id) == (0, 1, 2, 0)
+    assert len(tokenizer) < 512 and len(tokenizer) == len(build_synthetic_tokenizer())
+    assert tokenizer("what color ?")["input_ids"][0] == 1
+    for split in ("stage1", "stage2", "heldout"):
+        for line in synthetic[split].read_text().splitlines():
+            record = json.loads(line)
+            texts = [c["value"] for c in record.get("conversations", [])] + [record.get("caption", "")]
+            for text in texts:
+                ids = tokenizer(text.replace("<|image|>", ""), add_special_tokens=False)["input_ids"]
+                assert 0 not in ids, text
+    for template_text in ("USER: ASSISTANT:", "A chat between a curious user and an artificial intelligence assistant."):
+        assert 0 not in tokenizer(template_text)["input_ids"]
