@@ -13,6 +13,8 @@ import importlib
 import sys
 
 SUBCOMMANDS = [
+    "owl2.cli.generate",
+    "owl2.cli.eval",
     "owl2.cli.data",
 ]
 """Modules defining subcommands, in help order."""
