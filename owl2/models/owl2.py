@@ -115,6 +115,15 @@ class Owl2Model(Owl2PreTrainedModel, GenerationMixin):
         self.post_init()
 
     # -- transformers plumbing ---------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """transformers' `from_pretrained`, plus local folders of the official release (converted on load)."""
+        from owl2.checkpoint.convert import is_official_folder, load_official_model  # checkpoint imports models
+
+        if not args and is_official_folder(pretrained_model_name_or_path):
+            return load_official_model(pretrained_model_name_or_path, model_class=cls, **kwargs)
+        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+
     def get_input_embeddings(self) -> nn.Embedding:
         return self.language_model.embed_tokens
 
