@@ -75,7 +75,7 @@ def draw_scene(rng: random.Random, image_size: int) -> tuple[Image.Image, list[S
     half = image_size // 2
     shapes = []
     for color, kind, quadrant in zip(colors, kinds, quadrants):
-        side = rng.randint(int(half * 0.6), int(half * 0.9))
+        side = rng.randint(int(half * 0.75), int(half * 0.95))
         x0 = (quadrant % 2) * half + rng.randint(0, half - side)
         y0 = (quadrant // 2) * half + rng.randint(0, half - side)
         box = (x0, y0, x0 + side - 1, y0 + side - 1)

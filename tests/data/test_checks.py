@@ -120,7 +120,7 @@ def test_console_script_exit_code_without_traceback(bad_data):
     code = "import sys; from owl2.cli.main import main; sys.exit(main())"
     run = subprocess.run(
         [sys.executable, "-c", code, "data", "check", str(path), "--image-folder", str(images)],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True, text=True, timeout=240,
     )
     assert run.returncode == 1 and "Traceback" not in run.stderr + run.stdout
     assert run.stdout.splitlines()[0] == "line 2: image 'nope.png' not found"
