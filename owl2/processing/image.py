@@ -41,7 +41,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
             array = array / 257.0  # 65535 -> 255
         elif image.mode == "F" and array.max(initial=0) <= 1.0:
             array = array * 255.0
-        image = Image.fromarray(np.clip(np.rint(array), 0, 255).astype(np.uint8), mode="L")
+        image = Image.fromarray(np.clip(np.rint(array), 0, 255).astype(np.uint8))
     elif image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")  # Pillow warns on a direct P -> RGB with transparency
     return image.convert("RGB")
