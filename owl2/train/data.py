@@ -1,0 +1,106 @@
+"""Data for a training run: the data set, tokenizer and processor from the config, and a resumable sampler
+(official `train.py` `make_supervised_data_module`).
+
+With `data.synthetic`, rank 0 writes the built-in synthetic data set and tokenizer into
+`output_dir/synthetic` (once; later runs and other ranks reuse it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch.distributed as dist
+from torch.utils.data import Sampler
+from transformers import AutoTokenizer
+
+from owl2.data import LengthGroupedSampler, SupervisedDataset, write_synthetic_dataset
+from owl2.processing import Owl2ImageProcessor, Owl2Processor
+from owl2.train.config import ConfigError, TrainConfig
+
+SYNTHETIC_DIR = "synthetic"
+"""Sub-folder of `output_dir` holding the synthetic data set."""
+
+
+def prepare_synthetic(config: TrainConfig, image_size: int) -> Path:
+    """Write the synthetic data set into `output_dir/synthetic` on rank 0 (if not there yet); all ranks wait."""
+    folder = Path(config.output_dir) / SYNTHETIC_DIR
+    done = folder / ".complete"
+    if dist.get_rank() == 0 and not done.exists():
+        write_synthetic_dataset(
+            folder,
+            seed=config.seed,
+            num_stage1=config.data.synthetic_records,
+            num_stage2=config.data.synthetic_records,
+            image_size=image_size,
+        )
+        done.touch()
+    dist.barrier()
+    return folder
+
+
+def resolve_paths(config: TrainConfig, image_size: int) -> tuple[Path, Path | None, Path]:
+    """`(data file, image folder, tokenizer folder)` after the synthetic and `init_from` defaults."""
+    data, images, tokenizer = config.data.path, config.data.image_folder, config.data.tokenizer
+    if config.data.synthetic:
+        folder = prepare_synthetic(config, image_size)
+        data = data or str(folder / f"{config.data.synthetic_split}.jsonl")
+        images = images or str(folder / "images")
+        tokenizer = tokenizer or str(folder / "tokenizer")
+    if not tokenizer and config.init_from and (Path(config.init_from) / "tokenizer_config.json").is_file():
+        tokenizer = config.init_from
+    if not tokenizer:
+        raise ConfigError("data.tokenizer: expected a tokenizer folder (init_from has none and data.synthetic is off)")
+    return Path(data), Path(images) if images else None, Path(tokenizer)
+
+
+def build_data(
+    config: TrainConfig, image_size: int, num_image_tokens: int
+) -> tuple[SupervisedDataset, Owl2Processor]:
+    """The supervised data set and the processor to ship with the trained model."""
+    data, images, tokenizer_dir = resolve_paths(config, image_size)
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    image_processor = Owl2ImageProcessor(size=image_size, aspect=config.data.image_aspect)
+    dataset = SupervisedDataset(
+        data,
+        tokenizer,
+        image_processor,
+        image_folder=images,
+        template=config.data.template,
+        max_length=config.data.max_length,
+        num_image_tokens=num_image_tokens,
+        on_error=config.data.on_error,
+    )
+    return dataset, Owl2Processor(tokenizer, image_processor, template=config.data.template)
+
+
+class ResumableSampler(Sampler[int]):
+    """This rank's share of each epoch's order (`LengthGroupedSampler`), starting `skip` samples in.
+
+    Resuming sets `skip` to the samples this rank already consumed in the epoch, so the run continues
+    exactly where it stopped without loading the skipped samples.
+    """
+
+    def __init__(self, lengths: list[int], config: TrainConfig, world_size: int, rank: int):
+        self.inner = LengthGroupedSampler(
+            lengths,
+            batch_size=config.micro_batch_size,
+            world_size=world_size,
+            rank=rank,
+            seed=config.seed,
+            by_modality=config.data.group_by_modality,
+        )
+        self.skip = 0
+
+    def set_position(self, epoch: int, skip: int) -> None:
+        """Select the epoch's order and the number of this rank's samples to pass over."""
+        self.inner.set_epoch(epoch)
+        self.skip = skip
+
+    def __len__(self) -> int:
+        return len(self.inner) - self.skip
+
+    def __iter__(self) -> Iterator[int]:
+        for position, index in enumerate(self.inner):
+            if position >= self.skip:
+                yield index

@@ -1,0 +1,197 @@
+"""The training loop on the DeepSpeed engine (official `train.py` `train()` and the transformers
+`Trainer` loop it relies on; paper section 3.3 "Training Paradigm").
+
+`run(config)` builds the model, applies the stage policy, builds the data, AdamW groups and the
+schedule, resumes from the latest checkpoint in `output_dir` if any, trains, and writes `final/`.
+The same code runs as one plain process or under the `deepspeed` launcher on many nodes.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import yaml
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from owl2 import Owl2Config, Owl2Model
+from owl2.data import Collator
+from owl2.train import checkpoint as ckpt
+from owl2.train import engine as ds
+from owl2.train.config import ConfigError, TrainConfig, load_deepspeed_config
+from owl2.train.data import ResumableSampler, build_data
+from owl2.train.metrics import MetricsWriter, plot_loss_curve
+from owl2.train.optim import param_groups
+from owl2.train.policy import apply_policy, trainable_patterns
+from owl2.train.schedule import build_scheduler, warmup_steps_for
+
+FINAL_DIR = "final"
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or inf; the run stops before the update so the last checkpoint stays good."""
+
+
+def build_model(config: TrainConfig) -> Owl2Model:
+    """`init_from` (or a fresh model from `model_config`), at `image_size`, in train mode."""
+    torch.manual_seed(config.seed)  # the same init on every rank
+    if config.init_from:
+        if not (Path(config.init_from) / "config.json").is_file():
+            raise ConfigError(f"init_from: {config.init_from} is not an Owl2Model folder (no config.json)")
+        model = Owl2Model.from_pretrained(config.init_from, dtype=torch.float32)
+    else:
+        model = Owl2Model(Owl2Config.from_json_file(config.model_config))
+    if config.image_size and config.image_size != model.config.vision_config.image_size:
+        model.set_image_size(config.image_size)
+    if config.activation_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return model.train()
+
+
+def run(config: TrainConfig) -> Path:
+    """Train one stage as configured; resumes from `output_dir`'s latest checkpoint if there is one.
+
+    Works in-process (one rank, gloo) or under the `deepspeed` launcher.
+
+    Returns:
+        `output_dir/final`, loadable with `Owl2Model.from_pretrained` and `Owl2Processor.from_pretrained`.
+
+    Raises:
+        NonFiniteLossError: If the loss turns NaN or inf (the message names the step).
+    """
+    config.validate()
+    ds.init_distributed()
+    rank, world = dist.get_rank(), dist.get_world_size()
+    out = Path(config.output_dir)
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    dist.barrier()
+    resume_from = ckpt.latest_checkpoint(out)
+
+    model = build_model(config)
+    apply_policy(model, trainable_patterns(config.stage, config.trainable))
+    dataset, processor = build_data(config, model.config.vision_config.image_size, model.config.num_image_tokens)
+    sampler = ResumableSampler(dataset.lengths, config, world, rank)
+    micro_per_epoch = math.ceil(len(sampler.inner) / config.micro_batch_size)
+    if micro_per_epoch < config.gradient_accumulation_steps:
+        raise ConfigError(f"gradient_accumulation_steps: {config.gradient_accumulation_steps} exceeds the "
+                          f"{micro_per_epoch} micro-batches of one epoch of {len(dataset)} samples")
+    total = config.max_steps or math.ceil(config.num_epochs * micro_per_epoch / config.gradient_accumulation_steps)
+    warmup = warmup_steps_for(total, config.optim.warmup_steps, config.optim.warmup_ratio)
+
+    groups = param_groups(model, config.optim, model.config.vision_config.num_hidden_layers)
+    ds_config = ds.resolve_config(
+        load_deepspeed_config(config.deepspeed), config, world, model.config.text_config.hidden_size
+    )
+    engine = ds.build_engine(
+        model, groups, ds_config, lambda opt: build_scheduler(opt, warmup, total, config.optim.min_lr_ratio)
+    )
+    if resume_from is not None:
+        state = ckpt.load_checkpoint(engine, resume_from)
+    else:
+        state = ckpt.TrainerState()
+        torch.manual_seed(config.seed + rank)
+    writer = MetricsWriter(out, state.step, config.tensorboard) if rank == 0 else None
+    try:
+        _train(engine, config, dataset, processor.pad_token_id, sampler, state, total, writer)
+    finally:
+        if writer is not None:
+            writer.close()
+    final = save_final(engine, processor, out)
+    if rank == 0:
+        plot_loss_curve(out)
+    return final
+
+
+def _train(engine, config: TrainConfig, dataset, pad_token_id: int, sampler: ResumableSampler,
+           state: ckpt.TrainerState, total: int, writer: MetricsWriter | None) -> None:
+    """Run optimizer steps until `total` (or `stop_at_step`), logging and checkpointing on the way."""
+    rank, world, out = dist.get_rank(), dist.get_world_size(), Path(config.output_dir)
+    stop = min(total, config.stop_at_step or total)
+    progress = tqdm(total=total, initial=state.step, disable=rank != 0, desc=f"{config.stage}", dynamic_ncols=True)
+    window = torch.zeros(4, dtype=torch.float64)  # loss sum over ranks, micro-batches, samples, tokens
+    started, last_batch, saved_at = time.perf_counter(), None, state.step
+    num_image_tokens = engine.module.config.num_image_tokens
+    while state.step < stop:
+        sampler.set_position(state.epoch, state.samples_in_epoch)
+        loader = DataLoader(dataset, batch_size=config.micro_batch_size, sampler=sampler,
+                            collate_fn=Collator(pad_token_id), num_workers=config.data.num_workers)
+        for batch in loader:
+            state.samples_in_epoch += config.micro_batch_size
+            empty = batch is None  # every record of this micro-batch was bad and skipped
+            batch = last_batch if empty else batch
+            if batch is None:
+                raise RuntimeError(f"step {state.step + 1}: the first micro-batch has no usable record")
+            last_batch = batch
+            batch = {k: v.to(engine.device) if v is not None else None for k, v in batch.items()}
+            loss = engine(**batch).loss
+            if empty:
+                loss = loss * 0.0  # keeps every rank's collectives in step
+            images = 0 if batch["pixel_values"] is None else batch["pixel_values"].shape[0]
+            tokens = int(batch["attention_mask"].sum()) + images * (num_image_tokens - 1)
+            finite = bool(torch.isfinite(loss.detach()))
+            stats = torch.tensor([loss.item() if finite else 0.0, 0.0 if finite else 1.0,
+                                  0 if empty else batch["input_ids"].shape[0], tokens], dtype=torch.float64)
+            dist.all_reduce(stats)
+            if stats[1] > 0:
+                latest = ckpt.latest_checkpoint(out)
+                raise NonFiniteLossError(
+                    f"non-finite loss at step {state.step + 1} (micro-batch {engine.micro_steps}) on "
+                    f"{int(stats[1])} of {world} ranks; stopping before the update. "
+                    f"Last good checkpoint: {latest if latest else 'none'}"
+                )
+            window += torch.stack([stats[0], torch.tensor(1.0, dtype=torch.float64), stats[2], stats[3]])
+            engine.backward(loss)
+            boundary = engine.is_gradient_accumulation_boundary()
+            lr = max(engine.get_lr())
+            engine.step()
+            if not boundary:
+                continue
+            state.step += 1
+            progress.update(1)
+            if state.step % config.logging_steps == 0 or state.step == stop:
+                elapsed = max(time.perf_counter() - started, 1e-9)
+                record = {"step": state.step, "loss": float(window[0] / (window[1] * world)), "lr": lr,
+                          "samples_per_s": float(window[2] / elapsed), "tokens_per_s": float(window[3] / elapsed),
+                          "epoch": state.epoch}
+                grad_norm = engine.get_global_grad_norm()
+                if grad_norm is not None:
+                    record["grad_norm"] = float(grad_norm)
+                progress.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{lr:.2e}",
+                                     samples_s=f"{record['samples_per_s']:.1f}", tok_s=f"{record['tokens_per_s']:.0f}")
+                if writer is not None:
+                    writer.log(record)
+                window.zero_()
+                started = time.perf_counter()
+            if (config.save_steps and state.step % config.save_steps == 0) or state.step == stop:
+                ckpt.save_checkpoint(engine, out, state, config.save_total_limit)
+                saved_at = state.step
+            if state.step >= stop:
+                break
+        else:
+            state.epoch, state.samples_in_epoch = state.epoch + 1, 0
+    if saved_at != state.step:
+        ckpt.save_checkpoint(engine, out, state, config.save_total_limit)
+    progress.close()
+
+
+def save_final(engine, processor, output_dir: Path) -> Path:
+    """Write `final/` (consolidated weights, config, tokenizer, image processor) atomically; every rank."""
+    state = ds.consolidated_state_dict(engine)
+    final, tmp = output_dir / FINAL_DIR, output_dir / f".{FINAL_DIR}.tmp"
+    if dist.get_rank() == 0:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        engine.module.save_pretrained(tmp, state_dict=state)
+        processor.save_pretrained(tmp)
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)
+    dist.barrier()
+    return final

@@ -1,0 +1,57 @@
+"""Training config: YAML loading, --set overrides, validation naming the key; the shipped configs load."""
+
+from __future__ import annotations
+
+import pytest
+
+from owl2.train import ConfigError, load_train_config
+from owl2.train.engine import resolve_config
+from owl2.train.schedule import warmup_cosine
+from tests.conftest import REPO
+
+CONFIGS = sorted(p for p in (REPO / "configs" / "train").glob("*.yaml") if p.name.startswith(("smoke-", "stage")))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_shipped_configs_load(path):
+    config = load_train_config(path)
+    assert config.output_dir
+
+
+def test_overrides_are_dotted_and_yaml_typed():
+    config = load_train_config(
+        REPO / "configs/train/smoke-stage1.yaml",
+        ["max_steps=7", "optim.lr=3e-4", "data.synthetic_records=10", "optim.lr_multipliers={abstractor.*: 2}"],
+    )
+    assert (config.max_steps, config.optim.lr, config.data.synthetic_records) == (7, 3e-4, 10)
+    assert config.optim.lr_multipliers == {"abstractor.*": 2}
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [("optim.lrr=1", "optim.lrr"), ("stage=finetune", "stage"), ("data.on_error=ignore", "data.on_error"), ("max_steps=-1", "max_steps")],
+)
+def test_bad_keys_are_named(override, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_train_config(REPO / "configs/train/smoke-stage1.yaml", [override])
+
+
+def test_deepspeed_autos_filled_and_conflicts_named():
+    config = load_train_config(REPO / "configs/train/smoke-stage1.yaml", ["gradient_accumulation_steps=3"])
+    ds = resolve_config({"train_batch_size": "auto", "zero_optimization": {"stage": 3, "reduce_bucket_size": "auto"}}, config, 2, 16)
+    assert ds["train_batch_size"] == config.micro_batch_size * 3 * 2
+    assert ds["zero_optimization"]["reduce_bucket_size"] == 256
+    with pytest.raises(ConfigError, match="gradient_accumulation_steps"):
+        resolve_config({"gradient_accumulation_steps": 1}, config, 1, 16)
+
+
+def test_warmup_then_cosine():
+    assert warmup_cosine(0, 4, 10) == pytest.approx(1 / 5)
+    assert warmup_cosine(3, 4, 10) == pytest.approx(4 / 5)
+    assert warmup_cosine(4, 4, 10) == pytest.approx(1.0)
+    assert warmup_cosine(10, 4, 10, min_ratio=0.1) == pytest.approx(0.1)
+
+
+def test_wrong_type_is_named():
+    with pytest.raises(ConfigError, match="micro_batch_size"):
+        load_train_config(REPO / "configs/train/smoke-stage1.yaml", ["micro_batch_size=two"])
