@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import tempfile
@@ -471,6 +472,17 @@ def bench_packing(ctx: Context) -> dict:
 # -- driver --------------------------------------------------------------------------------------------
 
 
+def cpu_name() -> str:
+    """The CPU's model name from /proc/cpuinfo (Linux), else what `platform` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def format_table(rows: list[Row]) -> str:
     def fmt(x: float | None) -> str:
         if x is None:
@@ -497,7 +509,8 @@ def run(size: Size, device: torch.device, sections: tuple[str, ...] = SECTIONS, 
     }  # fmt: skip
     results: dict = {
         "machine": {
-            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
+            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
+            "cpu_count": os.cpu_count(),
             "threads": torch.get_num_threads(),
             "torch": torch.__version__,
             "python": platform.python_version(),
@@ -535,8 +548,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.repeats:
         size.repeats = args.repeats
     results = run(size, device, tuple(args.sections), args.threads if device.type == "cpu" else None)
-    print(f"owl2 bench: {size.name} dims on {device} ({results['machine']['device']}, "
-          f"{results['machine']['threads']} threads, {size.dtype})")  # fmt: skip
+    machine = results["machine"]
+    print(f"owl2 bench: {size.name} dims on {device} ({machine['device']}, {machine.get('cpu_count')} CPUs, "
+          f"{machine['threads']} torch threads, {size.dtype})")  # fmt: skip
     print(format_table([Row(**r) for r in results["rows"]]))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
