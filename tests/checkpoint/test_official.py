@@ -1,5 +1,7 @@
 """The official release -> owl2 -> official: outputs equal an independent oracle of the official forward pass."""
 
+import json
+
 import pytest
 import torch
 
@@ -87,7 +89,7 @@ def test_official_owl2_official_round_trip_is_exact(official, tmp_path, weights_
     assert set(back) == set(expected)
     for key, tensor in expected.items():
         assert torch.equal(back[key], tensor), key
-    again = official_config_to_owl2(__import__("json").loads((tmp_path / "back" / "config.json").read_text()))
+    again = official_config_to_owl2(json.loads((tmp_path / "back" / "config.json").read_text()))
     assert again.to_dict() == official_config_to_owl2(config).to_dict()
 
 
