@@ -32,7 +32,7 @@ import platform
 import sys
 import tempfile
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -546,7 +546,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         size = SIZES["gpu"]
     if args.repeats:
-        size.repeats = args.repeats
+        size = replace(size, repeats=args.repeats)
     results = run(size, device, tuple(args.sections), args.threads if device.type == "cpu" else None)
     machine = results["machine"]
     print(f"owl2 bench: {size.name} dims on {device} ({machine['device']}, {machine.get('cpu_count')} CPUs, "
