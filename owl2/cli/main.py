@@ -13,6 +13,7 @@ import importlib
 import sys
 
 SUBCOMMANDS = [
+    "owl2.cli.demo",
     "owl2.cli.chat",
     "owl2.cli.generate",
     "owl2.cli.eval",
