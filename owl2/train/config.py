@@ -45,7 +45,8 @@ class DataConfig:
     image_aspect: str = "pad"
     """`pad` or `resize` (official `image_aspect_ratio`)."""
     group_by_modality: bool = True
-    """Batch image and text-only samples apart, grouped by length (official `group_by_modality_length`)."""
+    """Batch image and text-only samples apart, grouped by length (official `group_by_modality_length`).
+    Keep it on for data that mixes modalities under ZeRO-3: every rank must run the vision tower, or none."""
     num_workers: int = 0
     """DataLoader worker processes per rank."""
     synthetic: bool = False
@@ -202,12 +203,13 @@ def _build(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
     for key, value in values.items():
         if key not in fields:
             raise ConfigError(f"{prefix}{key}: unknown key; expected one of {sorted(fields)}")
-        default = fields[key].default_factory() if fields[key].default_factory is not dataclasses.MISSING else None
+        spec = fields[key]
+        default = spec.default_factory() if spec.default_factory is not dataclasses.MISSING else spec.default
         if dataclasses.is_dataclass(default):
             value = _build(type(default), value, f"{prefix}{key}.")
         elif isinstance(default, tuple) and isinstance(value, list):
             value = tuple(value)
-        kwargs[key] = _coerce(value, fields[key].default, f"{prefix}{key}")
+        kwargs[key] = _coerce(value, default, f"{prefix}{key}")
     return cls(**kwargs)
 
 

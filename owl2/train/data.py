@@ -10,11 +10,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
 from transformers import AutoTokenizer
 
-from owl2.data import LengthGroupedSampler, SupervisedDataset, write_synthetic_dataset
+from owl2.data import SupervisedDataset, write_synthetic_dataset
 from owl2.processing import Owl2ImageProcessor, Owl2Processor
 from owl2.train.config import ConfigError, TrainConfig
 
@@ -74,33 +75,64 @@ def build_data(
     return dataset, Owl2Processor(tokenizer, image_processor, template=config.data.template)
 
 
+def modality_megabatches(lengths: list[int], size: int, generator: torch.Generator) -> list[list[int]]:
+    """One epoch as megabatches of exactly `size` samples, each of a single modality.
+
+    Like the official `get_modality_length_grouped_indices` (shuffle, cut, sort each cut longest
+    first, shuffle the cuts), except that a modality's last cut is filled by wrapping around its own
+    samples instead of being merged with the other modality. So at every micro-step, every rank has
+    the same modality: with ZeRO-3 a rank skipping the vision tower while another runs it would
+    desynchronise the parameter gathers.
+
+    Args:
+        lengths: Signed lengths (positive: with images; negative: text-only).
+        size: Samples per megabatch (per-rank batch x world size).
+        generator: Source of randomness.
+    """
+    megabatches = []
+    for indices in ([i for i, n in enumerate(lengths) if n > 0], [i for i, n in enumerate(lengths) if n <= 0]):
+        if not indices:
+            continue
+        order = [indices[i] for i in torch.randperm(len(indices), generator=generator).tolist()]
+        order += [order[i % len(order)] for i in range(-len(order) % size)]
+        for start in range(0, len(order), size):
+            megabatches.append(sorted(order[start : start + size], key=lambda i: abs(lengths[i]), reverse=True))
+    return [megabatches[i] for i in torch.randperm(len(megabatches), generator=generator).tolist()]
+
+
 class ResumableSampler(Sampler[int]):
-    """This rank's share of each epoch's order (`LengthGroupedSampler`), starting `skip` samples in.
+    """This rank's share of each epoch's modality-pure megabatches, starting `skip` samples in.
 
     Resuming sets `skip` to the samples this rank already consumed in the epoch, so the run continues
-    exactly where it stopped without loading the skipped samples.
+    exactly where it stopped without loading the skipped samples. Each epoch's order is a function of
+    `(seed, epoch)`, the same on every rank.
     """
 
     def __init__(self, lengths: list[int], config: TrainConfig, world_size: int, rank: int):
-        self.inner = LengthGroupedSampler(
-            lengths,
-            batch_size=config.micro_batch_size,
-            world_size=world_size,
-            rank=rank,
-            seed=config.seed,
-            by_modality=config.data.group_by_modality,
-        )
-        self.skip = 0
+        self.lengths = list(lengths) if config.data.group_by_modality else [abs(n) or 1 for n in lengths]
+        self.batch_size, self.world_size, self.rank = config.micro_batch_size, world_size, rank
+        self.seed = config.seed
+        self.epoch = self.skip = 0
 
     def set_position(self, epoch: int, skip: int) -> None:
         """Select the epoch's order and the number of this rank's samples to pass over."""
-        self.inner.set_epoch(epoch)
-        self.skip = skip
+        self.epoch, self.skip = epoch, skip
+
+    def _mine(self) -> list[int]:
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        megabatches = modality_megabatches(self.lengths, self.batch_size * self.world_size, generator)
+        span = slice(self.rank * self.batch_size, (self.rank + 1) * self.batch_size)
+        return [i for megabatch in megabatches for i in megabatch[span]]
+
+    def epoch_length(self) -> int:
+        """Samples this rank sees in one epoch."""
+        size = self.batch_size * self.world_size
+        image = sum(1 for n in self.lengths if n > 0)
+        groups = -(-image // size) + -(-(len(self.lengths) - image) // size)
+        return groups * self.batch_size
 
     def __len__(self) -> int:
-        return len(self.inner) - self.skip
+        return self.epoch_length() - self.skip
 
     def __iter__(self) -> Iterator[int]:
-        for position, index in enumerate(self.inner):
-            if position >= self.skip:
-                yield index
+        return iter(self._mine()[self.skip :])

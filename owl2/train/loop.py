@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -20,6 +21,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from owl2 import Owl2Config, Owl2Model
+from owl2.config import IGNORE_INDEX
 from owl2.data import Collator
 from owl2.train import checkpoint as ckpt
 from owl2.train import engine as ds
@@ -78,7 +80,7 @@ def run(config: TrainConfig) -> Path:
     apply_policy(model, trainable_patterns(config.stage, config.trainable))
     dataset, processor = build_data(config, model.config.vision_config.image_size, model.config.num_image_tokens)
     sampler = ResumableSampler(dataset.lengths, config, world, rank)
-    micro_per_epoch = math.ceil(len(sampler.inner) / config.micro_batch_size)
+    micro_per_epoch = sampler.epoch_length() // config.micro_batch_size
     if micro_per_epoch < config.gradient_accumulation_steps:
         raise ConfigError(f"gradient_accumulation_steps: {config.gradient_accumulation_steps} exceeds the "
                           f"{micro_per_epoch} micro-batches of one epoch of {len(dataset)} samples")
@@ -109,73 +111,92 @@ def run(config: TrainConfig) -> Path:
     return final
 
 
-def _train(engine, config: TrainConfig, dataset, pad_token_id: int, sampler: ResumableSampler,
-           state: ckpt.TrainerState, total: int, writer: MetricsWriter | None) -> None:
-    """Run optimizer steps until `total` (or `stop_at_step`), logging and checkpointing on the way."""
-    rank, world, out = dist.get_rank(), dist.get_world_size(), Path(config.output_dir)
-    stop = min(total, config.stop_at_step or total)
-    progress = tqdm(total=total, initial=state.step, disable=rank != 0, desc=f"{config.stage}", dynamic_ncols=True)
-    window = torch.zeros(4, dtype=torch.float64)  # loss sum over ranks, micro-batches, samples, tokens
-    started, last_batch, saved_at = time.perf_counter(), None, state.step
-    num_image_tokens = engine.module.config.num_image_tokens
-    while state.step < stop:
+def _micro_batches(dataset, config: TrainConfig, pad_token_id: int, sampler: ResumableSampler,
+                   state: ckpt.TrainerState) -> Iterator[tuple[dict, bool]]:
+    """Endless `(batch, empty)` micro-batches from the saved data position, advancing `state` across epochs.
+
+    `empty` marks a micro-batch whose records were all bad and skipped: the previous batch stands in
+    (with zero weight) so every rank still runs the same collectives.
+    """
+    last = None
+    while True:
         sampler.set_position(state.epoch, state.samples_in_epoch)
         loader = DataLoader(dataset, batch_size=config.micro_batch_size, sampler=sampler,
                             collate_fn=Collator(pad_token_id), num_workers=config.data.num_workers)
         for batch in loader:
             state.samples_in_epoch += config.micro_batch_size
-            empty = batch is None  # every record of this micro-batch was bad and skipped
-            batch = last_batch if empty else batch
-            if batch is None:
-                raise RuntimeError(f"step {state.step + 1}: the first micro-batch has no usable record")
-            last_batch = batch
+            if batch is None and last is None:
+                raise RuntimeError(f"epoch {state.epoch}: the first micro-batch has no usable record")
+            yield (last, True) if batch is None else (batch, False)
+            last = batch if batch is not None else last
+        state.epoch, state.samples_in_epoch = state.epoch + 1, 0
+
+
+def _train(engine, config: TrainConfig, dataset, pad_token_id: int, sampler: ResumableSampler,
+           state: ckpt.TrainerState, total: int, writer: MetricsWriter | None) -> None:
+    """Run optimizer steps until `total` (or `stop_at_step`), logging and checkpointing on the way.
+
+    The loss of a step is the mean over every supervised token of its global batch (all micro-batches,
+    all ranks), so the result does not depend on how the batch is split over ranks and accumulation.
+    """
+    rank, world, out = dist.get_rank(), dist.get_world_size(), Path(config.output_dir)
+    accum = config.gradient_accumulation_steps
+    stop = min(total, config.stop_at_step or total)
+    progress = tqdm(total=total, initial=state.step, disable=rank != 0, desc=f"{config.stage}", dynamic_ncols=True)
+    window = torch.zeros(4, dtype=torch.float64)  # loss sum, steps, samples, tokens (all ranks)
+    started, saved_at = time.perf_counter(), state.step
+    num_image_tokens = engine.module.config.num_image_tokens
+    stream = _micro_batches(dataset, config, pad_token_id, sampler, state)
+    while state.step < stop:
+        micro = [next(stream) for _ in range(accum)]
+        counts = torch.tensor([0.0 if empty else float((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b, empty in micro]
+                              + [0.0 if empty else b["input_ids"].shape[0] for b, empty in micro], dtype=torch.float64)
+        dist.all_reduce(counts)
+        supervised, samples = float(counts[:accum].sum()), float(counts[accum:].sum())
+        # DeepSpeed divides by `accum` and averages over ranks; this undoes both for a global token mean
+        num_items = torch.tensor(max(supervised, 1.0) / (world * accum))
+        stats = torch.zeros(3, dtype=torch.float64)  # loss, non-finite micro-batches, tokens
+        lr = max(engine.get_lr())
+        for batch, empty in micro:
             batch = {k: v.to(engine.device) if v is not None else None for k, v in batch.items()}
-            loss = engine(**batch).loss
+            loss = engine(**batch, num_items_in_batch=num_items).loss
             if empty:
-                loss = loss * 0.0  # keeps every rank's collectives in step
+                loss = loss * 0.0
             images = 0 if batch["pixel_values"] is None else batch["pixel_values"].shape[0]
-            tokens = int(batch["attention_mask"].sum()) + images * (num_image_tokens - 1)
             finite = bool(torch.isfinite(loss.detach()))
-            stats = torch.tensor([loss.item() if finite else 0.0, 0.0 if finite else 1.0,
-                                  0 if empty else batch["input_ids"].shape[0], tokens], dtype=torch.float64)
-            dist.all_reduce(stats)
-            if stats[1] > 0:
+            step_stats = torch.tensor([loss.item() / (world * accum) if finite else 0.0, float(not finite),
+                                       int(batch["attention_mask"].sum()) + images * (num_image_tokens - 1)],
+                                      dtype=torch.float64)
+            dist.all_reduce(step_stats)
+            if step_stats[1] > 0:  # checked before the update, on every rank alike
                 latest = ckpt.latest_checkpoint(out)
                 raise NonFiniteLossError(
-                    f"non-finite loss at step {state.step + 1} (micro-batch {engine.micro_steps}) on "
-                    f"{int(stats[1])} of {world} ranks; stopping before the update. "
-                    f"Last good checkpoint: {latest if latest else 'none'}"
+                    f"non-finite loss at step {state.step + 1} on {int(step_stats[1])} of {world} ranks; stopping "
+                    f"before the update. Last good checkpoint: {latest if latest else 'none'}"
                 )
-            window += torch.stack([stats[0], torch.tensor(1.0, dtype=torch.float64), stats[2], stats[3]])
+            stats += step_stats
             engine.backward(loss)
-            boundary = engine.is_gradient_accumulation_boundary()
-            lr = max(engine.get_lr())
             engine.step()
-            if not boundary:
-                continue
-            state.step += 1
-            progress.update(1)
-            if state.step % config.logging_steps == 0 or state.step == stop:
-                elapsed = max(time.perf_counter() - started, 1e-9)
-                record = {"step": state.step, "loss": float(window[0] / (window[1] * world)), "lr": lr,
-                          "samples_per_s": float(window[2] / elapsed), "tokens_per_s": float(window[3] / elapsed),
-                          "epoch": state.epoch}
-                grad_norm = engine.get_global_grad_norm()
-                if grad_norm is not None:
-                    record["grad_norm"] = float(grad_norm)
-                progress.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{lr:.2e}",
-                                     samples_s=f"{record['samples_per_s']:.1f}", tok_s=f"{record['tokens_per_s']:.0f}")
-                if writer is not None:
-                    writer.log(record)
-                window.zero_()
-                started = time.perf_counter()
-            if (config.save_steps and state.step % config.save_steps == 0) or state.step == stop:
-                ckpt.save_checkpoint(engine, out, state, config.save_total_limit)
-                saved_at = state.step
-            if state.step >= stop:
-                break
-        else:
-            state.epoch, state.samples_in_epoch = state.epoch + 1, 0
+        state.step += 1
+        progress.update(1)
+        window += torch.tensor([stats[0], 1.0, samples, stats[2]], dtype=torch.float64)
+        if state.step % config.logging_steps == 0 or state.step == stop:
+            elapsed = max(time.perf_counter() - started, 1e-9)
+            record = {"step": state.step, "loss": float(window[0] / window[1]), "lr": lr,
+                      "samples_per_s": float(window[2] / elapsed), "tokens_per_s": float(window[3] / elapsed),
+                      "epoch": state.epoch}
+            grad_norm = engine.get_global_grad_norm()
+            if grad_norm is not None:
+                record["grad_norm"] = float(grad_norm)
+            progress.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{lr:.2e}",
+                                 samples_s=f"{record['samples_per_s']:.1f}", tok_s=f"{record['tokens_per_s']:.0f}")
+            if writer is not None:
+                writer.log(record)
+            window.zero_()
+            started = time.perf_counter()
+        if (config.save_steps and state.step % config.save_steps == 0) or state.step == stop:
+            ckpt.save_checkpoint(engine, out, state, config.save_total_limit)
+            saved_at = state.step
     if saved_at != state.step:
         ckpt.save_checkpoint(engine, out, state, config.save_total_limit)
     progress.close()

@@ -1,0 +1,28 @@
+"""The training sampler: modality-pure megabatches (so ZeRO-3 ranks run the same modules) and resumable positions."""
+
+from __future__ import annotations
+
+import torch
+
+from owl2.train.data import ResumableSampler, modality_megabatches
+from tests.train.conftest import tiny_config
+
+
+def test_megabatches_are_full_and_modality_pure():
+    lengths = [5] * 11 + [-3] * 3  # 11 image samples, 3 text-only
+    megabatches = modality_megabatches(lengths, 4, torch.Generator().manual_seed(0))
+    assert all(len(m) == 4 for m in megabatches)
+    assert all(len({lengths[i] > 0 for i in m}) == 1 for m in megabatches)
+    assert set().union(*megabatches) == set(range(14))
+
+
+def test_ranks_split_each_megabatch_and_skip_resumes(tmp_path):
+    config = tiny_config(2, tmp_path, "micro_batch_size=2")
+    lengths = [5] * 9 + [-3] * 5
+    ranks = [ResumableSampler(lengths, config, world_size=2, rank=r) for r in range(2)]
+    orders = [list(s) for s in ranks]
+    assert len(orders[0]) == len(orders[1]) == ranks[0].epoch_length()
+    for step in range(0, len(orders[0]), 2):  # both ranks see the same modality at every micro-step
+        assert {lengths[i] > 0 for r in range(2) for i in orders[r][step : step + 2]} in ({True}, {False})
+    ranks[0].set_position(0, 4)
+    assert list(ranks[0]) == orders[0][4:]
