@@ -103,7 +103,6 @@ class Owl2Model(Owl2PreTrainedModel, GenerationMixin):
     """
 
     _tied_weights_keys = {"lm_head.weight": "language_model.embed_tokens.weight"}
-    loss_type = "ForCausalLM"
 
     def __init__(self, config: Owl2Config):
         super().__init__(config)
@@ -112,6 +111,7 @@ class Owl2Model(Owl2PreTrainedModel, GenerationMixin):
         self.abstractor = VisualAbstractor(config.abstractor_config, text.hidden_size)
         self.language_model = ModalityAdaptiveLlamaModel(text)
         self.lm_head = nn.Linear(text.hidden_size, text.vocab_size, bias=False)
+        self.loss_type = "ForCausalLM"  # transformers would guess it from the class name, and fail
         self.post_init()
 
     # -- transformers plumbing ---------------------------------------------------------------------
