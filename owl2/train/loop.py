@@ -51,7 +51,7 @@ def build_model(config: TrainConfig) -> Owl2Model:
     if config.image_size and config.image_size != model.config.vision_config.image_size:
         model.set_image_size(config.image_size)
     if config.activation_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.activation_checkpointing_enable({"use_reentrant": False})
     return model.train()
 
 

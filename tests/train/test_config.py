@@ -55,3 +55,13 @@ def test_warmup_then_cosine():
 def test_wrong_type_is_named():
     with pytest.raises(ConfigError, match="micro_batch_size"):
         load_train_config(REPO / "configs/train/smoke-stage1.yaml", ["micro_batch_size=two"])
+
+
+def test_activation_checkpointing_reaches_the_decoder_abstractor_and_vit(tmp_path):
+    from owl2.train.loop import build_model
+    from tests.train.conftest import tiny_config
+
+    model = build_model(tiny_config(1, tmp_path, "activation_checkpointing=true"))
+    assert model.vision_model.grad_checkpointing
+    assert all(layer.gradient_checkpointing for layer in model.language_model.layers)
+    assert all(layer.gradient_checkpointing for layer in model.abstractor.layers)
