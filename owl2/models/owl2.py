@@ -83,7 +83,14 @@ class Owl2PreTrainedModel(PreTrainedModel):
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
-        """LLaMA's init (normal(0, 0.02) linears and embeddings, unit norms) plus the official free parameters."""
+        """LLaMA's init plus the official free parameters.
+
+        Every linear and embedding, ViT and abstractor included, is drawn from normal(0, std) with
+        std the text config's `initializer_range` (transformers' rule for composite models): 0.02 in
+        the released model, whose widths are 1,024-4,096. The toy preset, 64-128 wide, uses 0.08
+        (about 1/sqrt(width)); at 0.02 its image tokens barely depend on the image at the start and
+        the demo learns several times slower.
+        """
         super()._init_weights(module)
         if isinstance(module, VisualAbstractor):
             # The official abstractor draws its queries and end-of-image embedding from N(0, 1).

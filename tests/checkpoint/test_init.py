@@ -66,9 +66,11 @@ def test_init_reproduces_llama_and_clip(llama_dir, tmp_path, clip_kind):
     layer = model.language_model.layers[0]
     assert torch.equal(layer.self_attn.k_proj["image"].weight, llama.model.layers[0].self_attn.k_proj.weight)
     assert torch.equal(layer.input_layernorm["image"].weight, layer.input_layernorm["text"].weight)
-    # the abstractor is freshly initialised as the official code does (N(0, 1) queries, N(0, 0.02) linears)
+    # the abstractor is freshly initialised as the official code does: N(0, 1) queries, linears drawn from
+    # N(0, initializer_range) (0.02 in the release, LLaMA's value; the toy LLaMA here has the toy preset's)
     assert 0.7 < model.abstractor.query_embeds.std() < 1.3
-    assert model.abstractor.layers[0].attn.q_proj.weight.std() < 0.03
+    std = model.config.text_config.initializer_range
+    assert 0.8 * std < model.abstractor.layers[0].attn.q_proj.weight.std() < 1.2 * std
     assert torch.equal(model.abstractor.layers[0].query_norm.weight, torch.ones(64))
 
 
