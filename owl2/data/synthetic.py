@@ -4,8 +4,10 @@ No official counterpart: it stands in for the official pre-training captions and
 so that the toy model trains and is scored offline on a CPU. Each image holds one to three shapes,
 each of a different colour and a different kind, in different quadrants, on a plain background.
 Stage 1 pairs images with captions; stage 2 asks questions of five balanced types (colour,
-shape, count, position, yes/no) with one- or two-word answers, mixed with text-only instructions;
-the held-out split has one question per image and records its type for per-type accuracy.
+shape, count, position, yes/no) with one- or two-word answers, mixed, as the paper's joint
+instruction tuning mixes captioning and text-only data in, with "describe the image" instructions
+and text-only ones; the held-out split has one question per image and records its type for
+per-type accuracy.
 
 Everything is a pure function of the seed: the same seed writes the same bytes.
 """
@@ -43,6 +45,8 @@ QUESTION_TYPES = ("color", "shape", "count", "position", "yesno")
 """Question types of stage 2 and the held-out split, drawn in turn so they stay balanced."""
 TEXT_ONLY_TYPES = ("plus", "minus", "opposite")
 """Kinds of text-only instructions mixed into stage 2."""
+DESCRIBE = "describe the image ."
+"""The stage-2 captioning instruction; its answer is the stage-1 caption of the image."""
 OPPOSITES = {"left": "right", "right": "left", "top": "bottom", "bottom": "top", "yes": "no", "no": "yes"}
 """Word pairs for the text-only 'opposite' instruction."""
 
@@ -146,6 +150,7 @@ def write_synthetic_dataset(
     image_size: int = 56,
     turns_per_record: int = 2,
     text_only_fraction: float = 0.1,
+    caption_fraction: float = 0.4,
 ) -> dict[str, Path]:
     """Write the synthetic data set in the LLaVA format, with its images and tokenizer.
 
@@ -162,6 +167,9 @@ def write_synthetic_dataset(
         image_size: Side of the images; the processor's size avoids any resampling.
         turns_per_record: Question/answer exchanges per stage-2 image record.
         text_only_fraction: Share of stage-2 records without an image.
+        caption_fraction: Share of stage-2 records that ask for the caption (`DESCRIBE`). Captions name
+            every shape with its colour and place, a denser signal than one answer word; on the toy
+            model they are what turns a slow climb into held-out accuracy above 0.9 (README, demo).
 
     Returns:
         Paths by name: `stage1`, `stage2`, `heldout`, `images`, `tokenizer`.
@@ -187,12 +195,18 @@ def write_synthetic_dataset(
     rng = streams["stage2"]
     qturn = 0
     for i in range(num_stage2):
-        if rng.random() < text_only_fraction:
+        kind = rng.random()
+        if kind < text_only_fraction:
             question, answer, _ = text_instruction(rng)
             conversations = [{"from": "human", "value": question}, {"from": "gpt", "value": answer}]
             stage2.append({"id": f"stage2-{i}", "conversations": conversations})
             continue
         name, shapes = new_image("stage2", i)
+        if kind < text_only_fraction + caption_fraction:
+            conversations = [{"from": "human", "value": f"{IMAGE_PLACEHOLDER}\n{DESCRIBE}"},
+                             {"from": "gpt", "value": caption(shapes)}]
+            stage2.append({"id": f"stage2-{i}", "image": name, "conversations": conversations})
+            continue
         conversations = []
         for t in range(turns_per_record):
             question, answer = ask(rng, shapes, QUESTION_TYPES[qturn % len(QUESTION_TYPES)])

@@ -8,7 +8,7 @@ from collections import Counter
 import numpy as np
 from PIL import Image
 
-from owl2.data.synthetic import COLORS, QUESTION_TYPES, build_synthetic_tokenizer, write_synthetic_dataset
+from owl2.data.synthetic import COLORS, DESCRIBE, QUESTION_TYPES, build_synthetic_tokenizer, write_synthetic_dataset
 
 
 def all_bytes(root) -> dict[str, bytes]:
@@ -33,11 +33,16 @@ def test_layout_and_records(synthetic):
     assert (len(stage1), len(stage2), len(heldout)) == (20, 40, 25)
     assert set(stage1[0]) == {"id", "image", "caption"} and stage1[0]["caption"].split()[1] in ("shape", "shapes")
     assert any("image" not in r for r in stage2) and any("image" in r for r in stage2)  # text-only mixed in
+    describe = [r for r in stage2 if r["conversations"][0]["value"] == f"<|image|>\n{DESCRIBE}"]
+    assert describe  # captioning mixed in, as in the paper's instruction tuning
     for record in stage2 + heldout:
         convs = record["conversations"]
         assert [c["from"] for c in convs] == ["human", "gpt"] * (len(convs) // 2)
         assert sum(c["value"].count("<|image|>") for c in convs) == (1 if "image" in record else 0)
-        assert all(1 <= len(c["value"].split()) <= 2 for c in convs[1::2])  # short answers
+        if record in describe:
+            assert len(convs) == 2 and convs[1]["value"].split()[1] in ("shape", "shapes")  # the caption
+        else:
+            assert all(1 <= len(c["value"].split()) <= 2 for c in convs[1::2])  # short answers
     assert Counter(r["question_type"] for r in heldout) == {t: 5 for t in QUESTION_TYPES}
     assert all(r["answer"] == r["conversations"][1]["value"] for r in heldout)
     train_images = {r["image"] for r in stage1 + stage2 if "image" in r}
