@@ -31,10 +31,10 @@ class DemoSettings:
     """Stage-2 optimizer steps (None: the config's `max_steps`)."""
     micro_batch_size: int | None = None
     """Samples per optimizer step in both stages (None: the configs' value)."""
-    stage1_records: int = 2000
-    """Synthetic caption records."""
-    stage2_records: int = 3000
-    """Synthetic instruction records."""
+    stage1_records: int = 3200
+    """Synthetic caption records (one pass of stage 1 at the configs' sizes)."""
+    stage2_records: int = 20000
+    """Synthetic instruction records: questions, "describe the image" and text-only ones."""
     heldout: int = 250
     """Held-out image questions (balanced over the five types)."""
     text_only: int = 60
