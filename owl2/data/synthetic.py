@@ -3,11 +3,11 @@
 No official counterpart: it stands in for the official pre-training captions and instruction data
 so that the toy model trains and is scored offline on a CPU. Each image holds one to three shapes,
 each of a different colour and a different kind, in different quadrants, on a plain background.
-Stage 1 pairs images with captions; stage 2 asks questions of five balanced types (colour,
-shape, count, position, yes/no) with one- or two-word answers, mixed, as the paper's joint
-instruction tuning mixes captioning and text-only data in, with "describe the image" instructions
-and text-only ones; the held-out split has one question per image and records its type for
-per-type accuracy.
+Stage 1 pairs images with captions. Stage 2 asks questions of five balanced types (colour,
+shape, count, position, yes/no) with one- or two-word answers and, as the paper's joint
+instruction tuning mixes in captioning and text-only data, also holds "describe the image"
+instructions and text-only ones. The held-out split has one question per image and records its
+type for per-type accuracy.
 
 Everything is a pure function of the seed: the same seed writes the same bytes.
 """
@@ -46,7 +46,7 @@ QUESTION_TYPES = ("color", "shape", "count", "position", "yesno")
 TEXT_ONLY_TYPES = ("plus", "minus", "opposite")
 """Kinds of text-only instructions mixed into stage 2."""
 DESCRIBE = "describe the image ."
-"""The stage-2 captioning instruction; its answer is the stage-1 caption of the image."""
+"""The stage-2 captioning instruction; its answer is the image's caption, as stage 1 writes it."""
 OPPOSITES = {"left": "right", "right": "left", "top": "bottom", "bottom": "top", "yes": "no", "no": "yes"}
 """Word pairs for the text-only 'opposite' instruction."""
 
@@ -169,7 +169,7 @@ def write_synthetic_dataset(
         text_only_fraction: Share of stage-2 records without an image.
         caption_fraction: Share of stage-2 records that ask for the caption (`DESCRIBE`). Captions name
             every shape with its colour and place, a denser signal than one answer word; on the toy
-            model they are what turns a slow climb into held-out accuracy above 0.9 (README, demo).
+            model they lift held-out accuracy after 2,000 steps from 0.62 to 0.72-0.74 (README, demo).
 
     Returns:
         Paths by name: `stage1`, `stage2`, `heldout`, `images`, `tokenizer`.
@@ -195,14 +195,14 @@ def write_synthetic_dataset(
     rng = streams["stage2"]
     qturn = 0
     for i in range(num_stage2):
-        kind = rng.random()
-        if kind < text_only_fraction:
+        draw = rng.random()  # which kind of record: text-only, caption, or questions
+        if draw < text_only_fraction:
             question, answer, _ = text_instruction(rng)
             conversations = [{"from": "human", "value": question}, {"from": "gpt", "value": answer}]
             stage2.append({"id": f"stage2-{i}", "conversations": conversations})
             continue
         name, shapes = new_image("stage2", i)
-        if kind < text_only_fraction + caption_fraction:
+        if draw < text_only_fraction + caption_fraction:
             conversations = [{"from": "human", "value": f"{IMAGE_PLACEHOLDER}\n{DESCRIBE}"},
                              {"from": "gpt", "value": caption(shapes)}]
             stage2.append({"id": f"stage2-{i}", "image": name, "conversations": conversations})
