@@ -169,7 +169,7 @@ def write_synthetic_dataset(
         text_only_fraction: Share of stage-2 records without an image.
         caption_fraction: Share of stage-2 records that ask for the caption (`DESCRIBE`). Captions name
             every shape with its colour and place, a denser signal than one answer word; on the toy
-            model they lift held-out accuracy after 2,000 steps from 0.62 to 0.72-0.74 (README, demo).
+            model, in plain-loop runs, they lifted held-out accuracy after 2,000 steps from 0.62 to 0.72-0.74.
 
     Returns:
         Paths by name: `stage1`, `stage2`, `heldout`, `images`, `tokenizer`.

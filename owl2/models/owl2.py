@@ -88,8 +88,8 @@ class Owl2PreTrainedModel(PreTrainedModel):
         Every linear and embedding, ViT and abstractor included, is drawn from normal(0, std) with
         std the text config's `initializer_range` (transformers' rule for composite models): 0.02 in
         the released model, whose widths are 1,024-4,096. The toy preset, 64-128 wide, uses 0.08
-        (about 1/sqrt(width)); at 0.02 its image tokens barely depend on the image at the start and
-        the demo learns several times slower.
+        (about 1/sqrt(width)); at 0.02 its image tokens barely depend on the image at the start
+        (plain-loop runs of the demo's stage 2: held-out accuracy 0.46 against 0.60 after 1,500 steps).
         """
         super()._init_weights(module)
         if isinstance(module, VisualAbstractor):
