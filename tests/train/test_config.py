@@ -45,6 +45,12 @@ def test_deepspeed_autos_filled_and_conflicts_named():
         resolve_config({"gradient_accumulation_steps": 1}, config, 1, 16)
 
 
+def test_cpu_runs_use_torch_fused_adamw():
+    config = load_train_config(REPO / "configs/train/smoke-stage1.yaml", [])
+    params = resolve_config({}, config, 1, 16)["optimizer"]["params"]
+    assert params["torch_adam"] and params["fused"]  # DS_ACCELERATOR=cpu in the tests
+
+
 def test_warmup_then_cosine():
     assert warmup_cosine(0, 4, 10) == pytest.approx(1 / 5)
     assert warmup_cosine(3, 4, 10) == pytest.approx(4 / 5)
