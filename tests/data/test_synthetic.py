@@ -6,6 +6,7 @@ import json
 from collections import Counter
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from owl2.data.synthetic import COLORS, DESCRIBE, QUESTION_TYPES, build_synthetic_tokenizer, write_synthetic_dataset
@@ -47,6 +48,23 @@ def test_layout_and_records(synthetic):
     assert all(r["answer"] == r["conversations"][1]["value"] for r in heldout)
     train_images = {r["image"] for r in stage1 + stage2 if "image" in r}
     assert not train_images & {r["image"] for r in heldout}
+
+
+def test_question_cycle_sets_the_training_mix(tmp_path):
+    prefixes = {"what color": "color", "what shape": "shape", "how many": "count", "where is": "position", "is there": "yesno"}
+    cycle = ("color", "shape", "color")
+    paths = write_synthetic_dataset(tmp_path, num_stage1=1, num_stage2=60, num_heldout=10, text_only_fraction=0.0,
+                                    caption_fraction=0.0, question_cycle=cycle)  # fmt: skip
+    questions = [c["value"].split("\n")[-1] for line in paths["stage2"].read_text().splitlines()
+                 for c in json.loads(line)["conversations"][::2]]  # fmt: skip
+    asked = [next(t for p, t in prefixes.items() if q.startswith(p)) for q in questions]
+    assert asked == [cycle[i % len(cycle)] for i in range(len(asked))]
+    heldout = [json.loads(line)["question_type"] for line in paths["heldout"].read_text().splitlines()]
+    assert Counter(heldout) == {t: 2 for t in QUESTION_TYPES}  # scored on every type alike
+    with pytest.raises(ValueError, match="question_cycle.*'colour'"):
+        write_synthetic_dataset(tmp_path / "bad", question_cycle=("colour",))
+    with pytest.raises(ValueError, match="share no factor with turns_per_record"):  # shape only ever a 2nd question
+        write_synthetic_dataset(tmp_path / "bad", question_cycle=("color", "shape"), turns_per_record=2)
 
 
 def test_images_show_the_named_colours(synthetic):
