@@ -33,8 +33,15 @@ class DemoSettings:
     """Samples per optimizer step in both stages (None: the configs' value)."""
     stage1_records: int = 3200
     """Synthetic caption records (one pass of stage 1 at the configs' sizes)."""
-    stage2_records: int = 20000
-    """Synthetic instruction records: questions, "describe the image" and text-only ones."""
+    stage2_records: int = 90000
+    """Synthetic instruction records: questions, "describe the image" and text-only ones; one pass of stage 2
+    at the configs' sizes, so no record repeats (with 20,000 seen 4.4 times, held-out accuracy trailed training
+    accuracy by 5-7 points)."""
+    question_cycle: tuple[str, ...] = (
+        "color", "shape", "position", "yesno", "color", "shape", "count", "color", "shape", "yesno", "position",
+    )  # fmt: skip
+    """Types of the training questions, in turn: colour and shape, which need an attribute bound to the right
+    object, 3 times in 11 each; count, learnt first and fully, once. The held-out questions stay balanced."""
     heldout: int = 250
     """Held-out image questions (balanced over the five types)."""
     text_only: int = 60
@@ -128,7 +135,7 @@ def run_demo(out: str | Path, seed: int = 0, settings: DemoSettings | None = Non
     data_dir = out / "data"
     paths = write_synthetic_dataset(
         data_dir, seed=seed, num_stage1=settings.stage1_records, num_stage2=settings.stage2_records,
-        num_heldout=settings.heldout,
+        num_heldout=settings.heldout, question_cycle=settings.question_cycle,
     )  # fmt: skip
     text_questions = write_text_questions(data_dir / "text_heldout.jsonl", settings.text_only, seed)
     wall["data"] = time.perf_counter() - started
