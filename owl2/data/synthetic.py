@@ -3,10 +3,10 @@
 No official counterpart: it stands in for the official pre-training captions and instruction data
 so that the toy model trains and is scored offline on a CPU. Each image holds one to three shapes,
 each of a different colour and a different kind, in different quadrants, on a plain background.
-Stage 1 pairs images with captions. Stage 2 asks questions of five balanced types (colour,
-shape, count, position, yes/no) with one- or two-word answers and, as the paper's joint
-instruction tuning mixes in captioning and text-only data, also holds "describe the image"
-instructions and text-only ones. The held-out split has one question per image and records its
+Stage 1 pairs images with captions. Stage 2 asks questions of five types (colour, shape, count,
+position, yes/no; balanced unless `question_cycle` weights them) with one- or two-word answers
+and, as the paper's joint instruction tuning mixes in captioning and text-only data, also holds
+"describe the image" instructions and text-only ones. The held-out split has one question per image and records its
 type for per-type accuracy.
 
 Everything is a pure function of the seed: the same seed writes the same bytes.
@@ -43,7 +43,7 @@ POSITIONS = ("top left", "top right", "bottom left", "bottom right")
 NUMBERS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 """Number words (counts and text-only arithmetic)."""
 QUESTION_TYPES = ("color", "shape", "count", "position", "yesno")
-"""Question types of stage 2 and the held-out split, drawn in turn so they stay balanced."""
+"""Question types; the held-out split draws them in turn so it stays balanced, and so does stage 2 by default."""
 TEXT_ONLY_TYPES = ("plus", "minus", "opposite")
 """Kinds of text-only instructions mixed into stage 2."""
 DESCRIBE = "describe the image ."
