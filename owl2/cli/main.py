@@ -3,13 +3,15 @@
 Each subcommand is a module with `add_parser(subparsers)`, which registers its parser and sets
 `func(args) -> int` as the handler. Registering one is a one-line addition to `SUBCOMMANDS`.
 Errors from bad user input are raised as `UsageError` (or the input errors listed in
-`USER_ERRORS`) and printed as one line on stderr with exit status 2, never as a traceback.
+`USER_ERRORS`) and printed as one line on stderr with exit status 2, never as a traceback. As a
+bug can raise the same types, `OWL2_DEBUG=1` in the environment lets them through with their traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 SUBCOMMANDS = [
@@ -27,7 +29,9 @@ class UsageError(Exception):
 
 
 USER_ERRORS = (UsageError, FileNotFoundError, NotADirectoryError, PermissionError, ValueError, KeyError)
-"""Exceptions printed as one line instead of a traceback."""
+"""Exceptions printed as one line instead of a traceback (unless `DEBUG_ENV` is set)."""
+DEBUG_ENV = "OWL2_DEBUG"
+"""Environment variable that, set to anything but "" or "0", shows the traceback of a `USER_ERRORS` exception."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except USER_ERRORS as e:
+        if os.environ.get(DEBUG_ENV, "") not in ("", "0"):
+            raise
         message = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"owl2 {args.command}: error: {message}", file=sys.stderr)
         return 2

@@ -55,3 +55,10 @@ def test_eval_bad_input_is_one_line(tmp_path, capsys, refs, preds, expected):
 def test_eval_missing_file(tmp_path, capsys):
     assert main(["eval", "--predictions", str(tmp_path / "p.jsonl"), "--references", str(tmp_path / "r.jsonl")]) == 2
     assert "r.jsonl: no such file" in capsys.readouterr().err
+
+
+def test_debug_env_shows_the_traceback(tmp_path, monkeypatch):
+    # a bug may raise the same types as bad input; OWL2_DEBUG=1 lets them through instead of one line
+    monkeypatch.setenv("OWL2_DEBUG", "1")
+    with pytest.raises(FileNotFoundError, match="r.jsonl"):
+        main(["eval", "--predictions", str(tmp_path / "p.jsonl"), "--references", str(tmp_path / "r.jsonl")])
