@@ -3,8 +3,9 @@ and `get_modality_length_grouped_indices`, from LLaVA).
 
 Samples of similar length share a batch so padding stays small, and, with modality grouping,
 image samples and text-only samples fill separate batches. Each epoch's order is a pure function
-of `(seed, epoch)`; every rank builds the same global order and takes its own share, so ranks
-never overlap.
+of `(seed, epoch)`; every rank builds the same global order and takes its own share of each
+megabatch, so ranks never overlap. Shares are dealt so that their total lengths stay even, as the
+official `split_to_even_chunks` does: with packed rows every rank then gets about as many tokens.
 """
 
 from __future__ import annotations
@@ -20,6 +21,33 @@ def _megabatches(indices: list[int], lengths: list[int], size: int, generator: t
     order = [indices[i] for i in torch.randperm(len(indices), generator=generator).tolist()]
     chunks = [order[i : i + size] for i in range(0, len(order), size)]
     return [sorted(chunk, key=lambda i: abs(lengths[i]), reverse=True) for chunk in chunks]
+
+
+def deal_to_ranks(megabatch: list[int], lengths: list[int], world_size: int) -> list[list[int]]:
+    """Split a megabatch into `world_size` shares of equal size whose total lengths stay close.
+
+    Samples go, longest first, each to the share with the smallest total length that still has room.
+    With padded batches every rank waits for the megabatch's longest sample anyway; with packed rows
+    (a rank's cost is its token count) a contiguous split would hand rank 0 the most tokens every step.
+
+    Args:
+        megabatch: Sample indices; their count must be a multiple of `world_size`.
+        lengths: Lengths by sample index (signed by modality; only the size counts).
+        world_size: Number of shares.
+
+    Returns:
+        `world_size` lists; share `r` is rank `r`'s.
+    """
+    if len(megabatch) % world_size:
+        raise ValueError(f"a megabatch of {len(megabatch)} samples does not split into {world_size} equal shares")
+    per_rank = len(megabatch) // world_size
+    shares: list[list[int]] = [[] for _ in range(world_size)]
+    totals = [0] * world_size
+    for index in sorted(megabatch, key=lambda i: abs(lengths[i]), reverse=True):
+        rank = min((r for r in range(world_size) if len(shares[r]) < per_rank), key=totals.__getitem__)
+        shares[rank].append(index)
+        totals[rank] += abs(lengths[index])
+    return shares
 
 
 def grouped_indices(
@@ -106,8 +134,6 @@ class LengthGroupedSampler(Sampler[int]):
         order = order + order[: total - len(order)]
         size = self.batch_size * self.world_size
         mine = []
-        for start in range(0, total, size):
-            chunk = order[start : start + size]
-            per_rank = -(-len(chunk) // self.world_size)
-            mine += chunk[self.rank * per_rank : (self.rank + 1) * per_rank]
+        for start in range(0, total, size):  # every chunk's size is a multiple of world_size, the last one's too
+            mine += deal_to_ranks(order[start : start + size], self.lengths, self.world_size)[self.rank]
         return iter(mine)

@@ -16,6 +16,7 @@ from torch.utils.data import Sampler
 from transformers import AutoTokenizer
 
 from owl2.data import SupervisedDataset, write_synthetic_dataset
+from owl2.data.sampler import deal_to_ranks
 from owl2.processing import Owl2ImageProcessor, Owl2Processor
 from owl2.train.config import ConfigError, TrainConfig
 
@@ -121,8 +122,8 @@ class ResumableSampler(Sampler[int]):
     def _mine(self) -> list[int]:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         megabatches = modality_megabatches(self.lengths, self.batch_size * self.world_size, generator)
-        span = slice(self.rank * self.batch_size, (self.rank + 1) * self.batch_size)
-        return [i for megabatch in megabatches for i in megabatch[span]]
+        shares = (deal_to_ranks(megabatch, self.lengths, self.world_size)[self.rank] for megabatch in megabatches)
+        return [i for share in shares for i in share]
 
     def epoch_length(self) -> int:
         """Samples this rank sees in one epoch."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from owl2.data.sampler import deal_to_ranks
 from owl2.train.data import ResumableSampler, modality_megabatches
 from tests.train.conftest import tiny_config
 
@@ -26,3 +27,19 @@ def test_ranks_split_each_megabatch_and_skip_resumes(tmp_path):
         assert {lengths[i] > 0 for r in range(2) for i in orders[r][step : step + 2]} in ({True}, {False})
     ranks[0].set_position(0, 4)
     assert list(ranks[0]) == orders[0][4:]
+
+
+def test_ranks_get_even_token_totals(tmp_path):
+    # a contiguous split of a sorted megabatch would give rank 0 the longest half every step
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        lengths = torch.randint(1, 200, (32,), generator=generator).tolist()
+        shares = deal_to_ranks(list(range(32)), lengths, 4)
+        assert [len(s) for s in shares] == [8] * 4 and sorted(i for s in shares for i in s) == list(range(32))
+        totals = [sum(lengths[i] for i in s) for s in shares]
+        assert max(totals) - min(totals) <= max(lengths), totals
+    config = tiny_config(2, tmp_path, "micro_batch_size=4")
+    lengths = [1, 2, 3, 4, 50, 60, 70, 80]  # one megabatch of 8 for 2 ranks x 4
+    shares = [list(ResumableSampler(lengths, config, world_size=2, rank=r)) for r in range(2)]
+    assert sorted(shares[0] + shares[1]) == list(range(8))
+    assert abs(sum(lengths[i] for i in shares[0]) - sum(lengths[i] for i in shares[1])) <= 10
