@@ -38,11 +38,10 @@ class DemoSettings:
     at the configs' sizes, so no record repeats (with 20,000 seen 4.4 times, held-out accuracy trailed training
     accuracy by 5-7 points)."""
     question_cycle: tuple[str, ...] = (
-        "position", "color", "shape", "position", "yesno", "color", "position", "shape", "count", "position", "yesno",
+        "color", "shape", "position", "yesno", "color", "shape", "count", "color", "shape", "yesno", "position",
     )  # fmt: skip
-    """Types of the training questions, in turn: position, learnt last since captions name the shapes in a random
-    order, 4 times in 11; count, learnt first and fully, once; the others twice. The held-out questions stay
-    balanced."""
+    """Types of the training questions, in turn: colour and shape, which need an attribute bound to the right
+    object, 3 times in 11 each; count, learnt first and fully, once. The held-out questions stay balanced."""
     heldout: int = 250
     """Held-out image questions (balanced over the five types)."""
     text_only: int = 60
