@@ -79,11 +79,11 @@ def build_data(
 def modality_megabatches(lengths: list[int], size: int, generator: torch.Generator) -> list[list[int]]:
     """One epoch as megabatches of exactly `size` samples, each of a single modality.
 
-    Like the official `get_modality_length_grouped_indices` (shuffle, cut, sort each cut longest
-    first, shuffle the cuts), except that a modality's last cut is filled by wrapping around its own
-    samples instead of being merged with the other modality. So at every micro-step, every rank has
-    the same modality: with ZeRO-3 a rank skipping the vision tower while another runs it would
-    desynchronise the parameter gathers.
+    Like the official `get_modality_length_grouped_indices` (shuffle, cut, shuffle the cuts; each cut
+    is sorted longest first when `deal_to_ranks` splits it between the ranks), except that a
+    modality's last cut is filled by wrapping around its own samples instead of being merged with
+    the other modality. So at every micro-step, every rank has the same modality: with ZeRO-3 a rank
+    skipping the vision tower while another runs it would desynchronise the parameter gathers.
 
     Args:
         lengths: Signed lengths (positive: with images; negative: text-only).
@@ -97,7 +97,7 @@ def modality_megabatches(lengths: list[int], size: int, generator: torch.Generat
         order = [indices[i] for i in torch.randperm(len(indices), generator=generator).tolist()]
         order += [order[i % len(order)] for i in range(-len(order) % size)]
         for start in range(0, len(order), size):
-            megabatches.append(sorted(order[start : start + size], key=lambda i: abs(lengths[i]), reverse=True))
+            megabatches.append(order[start : start + size])
     return [megabatches[i] for i in torch.randperm(len(megabatches), generator=generator).tolist()]
 
 
