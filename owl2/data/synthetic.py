@@ -6,8 +6,8 @@ each of a different colour and a different kind, in different quadrants, on a pl
 Stage 1 pairs images with captions. Stage 2 asks questions of five types (colour, shape, count,
 position, yes/no; balanced unless `question_cycle` weights them) with one- or two-word answers
 and, as the paper's joint instruction tuning mixes in captioning and text-only data, also holds
-"describe the image" instructions and text-only ones. The held-out split has one question per image and records its
-type for per-type accuracy.
+"describe the image" instructions and text-only ones. The held-out split has one question per
+image and records its type for per-type accuracy.
 
 Everything is a pure function of the seed: the same seed writes the same bytes.
 """
