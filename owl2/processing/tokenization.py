@@ -49,13 +49,28 @@ def encode_text(text: str, tokenizer) -> list[int]:
         text: Text that may contain `<|image|>` placeholders.
         tokenizer: Any transformers tokenizer.
     """
-    ids: list[int] = []
-    for k, chunk in enumerate(text.split(IMAGE_PLACEHOLDER)):
-        if k > 0:
-            ids.append(IMAGE_TOKEN_INDEX)
-        if chunk.strip():
-            ids.extend(tokenizer(chunk.strip(), add_special_tokens=False)["input_ids"])
-    return ids
+    return encode_texts([text], tokenizer)[0]
+
+
+def encode_texts(texts: list[str], tokenizer) -> list[list[int]]:
+    """`encode_text` of each of `texts`, with one tokenizer call for all of them.
+
+    Each call of a transformers tokenizer costs about 0.1 ms however short the text; a
+    conversation is several short pieces, so batching them halves the data loader's work.
+    """
+    pieces = [text.split(IMAGE_PLACEHOLDER) for text in texts]
+    chunks = [chunk.strip() for chunk_list in pieces for chunk in chunk_list if chunk.strip()]
+    encoded = iter(tokenizer(chunks, add_special_tokens=False)["input_ids"] if chunks else [])
+    result = []
+    for chunk_list in pieces:
+        ids: list[int] = []
+        for k, chunk in enumerate(chunk_list):
+            if k > 0:
+                ids.append(IMAGE_TOKEN_INDEX)
+            if chunk.strip():
+                ids.extend(next(encoded))
+        result.append(ids)
+    return result
 
 
 def encode_conversation(
@@ -91,15 +106,19 @@ def encode_conversation(
         ids.extend(new_ids)
         labels.extend(new_ids if supervised else [IGNORE_INDEX] * len(new_ids))
 
+    texts = [template.prefix_text()] + [
+        m["content"] if m["role"] == ASSISTANT else template.user_text(m["content"]) for m in messages
+    ]
+    prefix, *turns = encode_texts(texts, tokenizer)
     if tokenizer.bos_token_id is not None:
         add([tokenizer.bos_token_id], supervised=False)
-    add(encode_text(template.prefix_text(), tokenizer), supervised=False)
-    for message in messages:
+    add(prefix, supervised=False)
+    for message, turn in zip(messages, turns):
         if message["role"] == ASSISTANT:
-            add(encode_text(message["content"], tokenizer) + [tokenizer.eos_token_id], supervised=True)
+            add(turn + [tokenizer.eos_token_id], supervised=True)
             turn_ends.append(len(ids))
         else:
-            add(encode_text(template.user_text(message["content"]), tokenizer), supervised=False)
+            add(turn, supervised=False)
     if add_generation_prompt and messages and messages[-1]["role"] == ASSISTANT:
         raise ValueError("add_generation_prompt needs a conversation that ends with a user turn")
     # image positions are never supervised, even if a reply contained a placeholder

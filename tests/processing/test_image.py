@@ -66,6 +66,15 @@ def test_matches_official(aspect, width, height, size):
     torch.testing.assert_close(got[0], official(image, size, aspect), atol=1e-5, rtol=0)
 
 
+def test_images_already_at_size_match_the_clip_processor_bit_for_bit():
+    processor = Owl2ImageProcessor(size=56)
+    images = [noise_image(56, 56, seed=s) for s in range(3)]
+    got = processor(images)
+    assert torch.equal(got, processor.clip(images, return_tensors="pt")["pixel_values"])
+    mixed = processor(images[:1] + [noise_image(70, 70, seed=9)])  # one needs resizing: all go through CLIP
+    assert torch.equal(mixed[0], got[0])
+
+
 def test_pad_fills_with_clip_mean_colour():
     image = Image.new("RGB", (20, 56), (0, 0, 0))
     got = Owl2ImageProcessor(size=56, aspect="pad")([image])[0]

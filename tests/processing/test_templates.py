@@ -7,7 +7,7 @@ import pytest
 from owl2.config import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 from owl2.data.synthetic import build_synthetic_tokenizer
 from owl2.processing.templates import TEMPLATES, get_template
-from owl2.processing.tokenization import TruncationError, encode_conversation, truncate
+from owl2.processing.tokenization import TruncationError, encode_conversation, encode_texts, truncate
 
 CHAT = [
     {"role": "user", "content": "<|image|>\nwhat color is the circle ?"},
@@ -95,3 +95,18 @@ def test_truncation_cuts_at_a_turn_boundary(tokenizer):
     assert cut.num_images == 1 and cut.input_ids[-1] == tokenizer.eos_token_id
     with pytest.raises(TruncationError, match=r"first exchange is 22 tokens after image expansion \(9 per image\)"):
         truncate(enc, 20, image_tokens)
+
+
+def test_batched_encoding_equals_one_call_per_piece(tokenizer):
+    texts = ["", "  ", "<|image|>", "<|image|>\nwhat color is the circle ?", "red", "a <|image|> b <|image|>",
+             "<|image|><|image|>\n", "USER: where is the red circle ? ASSISTANT:"]
+
+    def one_by_one(text):
+        out = []
+        for k, chunk in enumerate(text.split("<|image|>")):
+            out += [IMAGE_TOKEN_INDEX] if k else []
+            out += ids(tokenizer, chunk.strip()) if chunk.strip() else []
+        return out
+
+    assert encode_texts(texts, tokenizer) == [one_by_one(t) for t in texts]
+    assert encode_texts([], tokenizer) == []
