@@ -53,6 +53,10 @@ def resolve_paths(config: TrainConfig, image_size: int) -> tuple[Path, Path | No
         tokenizer = config.init_from
     if not tokenizer:
         raise ConfigError("data.tokenizer: expected a tokenizer folder (init_from has none and data.synthetic is off)")
+    if not Path(tokenizer).is_dir():
+        raise ConfigError(f"data.tokenizer: {tokenizer} is not a folder; expected a tokenizer folder")
+    if images and not Path(images).is_dir():
+        raise ConfigError(f"data.image_folder: {images} is not a folder")
     return Path(data), Path(images) if images else None, Path(tokenizer)
 
 

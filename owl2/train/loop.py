@@ -98,6 +98,7 @@ def run(config: TrainConfig) -> Path:
     engine = ds.build_engine(
         model, groups, ds_config, lambda opt: build_scheduler(opt, warmup, total, config.optim.min_lr_ratio)
     )
+    clip = config.gradient_clipping if ds.trainer_clips(ds_config) else 0.0
     if resume_from is not None:
         state = ckpt.load_checkpoint(engine, resume_from)
     else:
@@ -105,7 +106,7 @@ def run(config: TrainConfig) -> Path:
         torch.manual_seed(config.seed + rank)
     writer = MetricsWriter(out, state.step, config.tensorboard) if rank == 0 else None
     try:
-        _train(engine, config, dataset, processor.pad_token_id, sampler, state, total, writer)
+        _train(engine, config, dataset, processor.pad_token_id, sampler, state, total, writer, clip)
     finally:
         if writer is not None:
             writer.close()
@@ -137,8 +138,11 @@ def _micro_batches(dataset, config: TrainConfig, pad_token_id: int, sampler: Res
 
 
 def _train(engine, config: TrainConfig, dataset, pad_token_id: int, sampler: ResumableSampler,
-           state: ckpt.TrainerState, total: int, writer: MetricsWriter | None) -> None:
+           state: ckpt.TrainerState, total: int, writer: MetricsWriter | None, clip: float) -> None:
     """Run optimizer steps until `total` (or `stop_at_step`), logging and checkpointing on the way.
+
+    `clip` > 0 clips the all-reduced gradients to that global norm before each update (where DeepSpeed
+    does not; see `engine.trainer_clips`).
 
     The loss of a step is the mean over every supervised token of its global batch (all micro-batches,
     all ranks), so the result does not depend on how the batch is split over ranks and accumulation.
@@ -150,6 +154,8 @@ def _train(engine, config: TrainConfig, dataset, pad_token_id: int, sampler: Res
     window = torch.zeros(4, dtype=torch.float64)  # loss sum, steps, samples, tokens (all ranks)
     started, saved_at = time.perf_counter(), state.step
     num_image_tokens = engine.module.config.num_image_tokens
+    trainable = [p for p in engine.module.parameters() if p.requires_grad]
+    grad_norm = None
     stream = _micro_batches(dataset, config, pad_token_id, sampler, state)
     while state.step < stop:
         micro = [next(stream) for _ in range(accum)]
@@ -180,6 +186,8 @@ def _train(engine, config: TrainConfig, dataset, pad_token_id: int, sampler: Res
                 )
             stats += step_stats
             engine.backward(loss)
+            if clip and engine.is_gradient_accumulation_boundary():
+                grad_norm = torch.nn.utils.clip_grad_norm_(trainable, clip, foreach=True)
             engine.step()
         state.step += 1
         progress.update(1)
@@ -189,9 +197,10 @@ def _train(engine, config: TrainConfig, dataset, pad_token_id: int, sampler: Res
             record = {"step": state.step, "loss": float(window[0] / window[1]), "lr": lr,
                       "samples_per_s": float(window[2] / elapsed), "tokens_per_s": float(window[3] / elapsed),
                       "epoch": state.epoch}
-            grad_norm = engine.get_global_grad_norm()
+            if not clip:
+                grad_norm = engine.get_global_grad_norm()
             if grad_norm is not None:
-                record["grad_norm"] = float(grad_norm)
+                record["grad_norm"] = float(grad_norm)  # of the step just taken, before clipping
             progress.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{lr:.2e}",
                                  samples_s=f"{record['samples_per_s']:.1f}", tok_s=f"{record['tokens_per_s']:.0f}")
             if writer is not None:

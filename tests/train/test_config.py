@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from owl2.train import ConfigError, load_train_config
+from owl2.train.data import resolve_paths
 from owl2.train.engine import resolve_config
 from owl2.train.schedule import warmup_cosine
 from tests.conftest import REPO
@@ -34,6 +35,15 @@ def test_overrides_are_dotted_and_yaml_typed():
 def test_bad_keys_are_named(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         load_train_config(REPO / "configs/train/smoke-stage1.yaml", [override])
+
+
+@pytest.mark.parametrize("key", ["data.tokenizer", "data.image_folder"])
+def test_missing_data_folders_are_named(tmp_path, key):
+    folders = {"data.tokenizer": tmp_path, "data.image_folder": tmp_path, key: tmp_path / "missing"}
+    config = load_train_config(REPO / "configs/train/smoke-stage2.yaml",
+                               ["data.synthetic=false", f"data.path={tmp_path / 'd.jsonl'}", *(f"{k}={v}" for k, v in folders.items())])
+    with pytest.raises(ConfigError, match=rf"{key.replace('.', '[.]')}: .*missing is not a folder"):
+        resolve_paths(config, image_size=56)
 
 
 def test_deepspeed_autos_filled_and_conflicts_named():

@@ -1,6 +1,7 @@
 """The real `deepspeed` launcher with 2 CPU processes: ZeRO-2 stage 1 and ZeRO-3 stage 2 on the smoke
 configs; the loss falls, stage 1 keeps text-only logits bit-identical, stage 2 changes them, and
-2 processes match 1 process (same global batch) within tolerance."""
+2 processes match 1 process (same global batch, gradients clipped by the trainer in one and by DeepSpeed
+in the other) within tolerance."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from tests.train.conftest import SMOKE, TINY, logits, tiny_config, weights
 
 DEEPSPEED = Path(sys.executable).with_name("deepspeed")
 STEPS = 6
-STAGE1 = ["data.synthetic_records=48", f"max_steps={STEPS}"]
+STAGE1 = ["data.synthetic_records=48", f"max_steps={STEPS}", "gradient_clipping=0.05"]  # clipping in every step
 
 pytestmark = pytest.mark.skipif(shutil.which(str(DEEPSPEED)) is None, reason="deepspeed launcher not installed")
 
@@ -60,12 +61,15 @@ def test_stage1_zero2_two_processes(stage1, toy_init):
 
 
 def test_two_processes_match_one(stage1, toy_init, tmp_path):
-    # the same global batch: 1 process x 8 samples against 2 processes x 4
-    single = run(tiny_config(1, tmp_path, *STAGE1, f"init_from={toy_init}", "micro_batch_size=8"))
+    # the same global batch: 1 process x 8 samples under ZeRO-0 against 2 processes x 4 under ZeRO-2
+    single = run(tiny_config(1, tmp_path, *STAGE1, f"init_from={toy_init}", "micro_batch_size=8",
+                             "deepspeed=configs/deepspeed/zero0.json"))
     one, two = read_metrics(single.parent), read_metrics(stage1.parent)
     assert [r["step"] for r in one] == [r["step"] for r in two]
     for a, b in zip(one, two):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-4)
+        # the trainer clips under ZeRO-0 (one process), DeepSpeed under ZeRO-2: the same norm, both clipped
+        assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-4) and a["grad_norm"] > 0.05
     # the loss is a global token mean, so only summation order differs; compare updates relative to their size
     a, b, start = weights(single), weights(stage1), weights(toy_init)
     moved = sum(float((a[n] - start[n]).pow(2).sum()) for n in a) ** 0.5
