@@ -55,8 +55,9 @@ def encode_text(text: str, tokenizer) -> list[int]:
 def encode_texts(texts: list[str], tokenizer) -> list[list[int]]:
     """`encode_text` of each of `texts`, with one tokenizer call for all of them.
 
-    Each call of a transformers tokenizer costs about 0.1 ms however short the text; a
-    conversation is several short pieces, so batching them halves the data loader's work.
+    Each call of a transformers tokenizer costs about 0.1 ms however short the text, and a
+    conversation is several short pieces: one call for all of them took a demo conversation's
+    tokenization from 0.39 to 0.14 ms.
     """
     pieces = [text.split(IMAGE_PLACEHOLDER) for text in texts]
     chunks = [chunk.strip() for chunk_list in pieces for chunk in chunk_list if chunk.strip()]

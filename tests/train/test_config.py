@@ -40,8 +40,8 @@ def test_bad_keys_are_named(override, key):
 @pytest.mark.parametrize("key", ["data.tokenizer", "data.image_folder"])
 def test_missing_data_folders_are_named(tmp_path, key):
     folders = {"data.tokenizer": tmp_path, "data.image_folder": tmp_path, key: tmp_path / "missing"}
-    config = load_train_config(REPO / "configs/train/smoke-stage2.yaml",
-                               ["data.synthetic=false", f"data.path={tmp_path / 'd.jsonl'}", *(f"{k}={v}" for k, v in folders.items())])
+    overrides = ["data.synthetic=false", f"data.path={tmp_path / 'd.jsonl'}", *(f"{k}={v}" for k, v in folders.items())]
+    config = load_train_config(REPO / "configs/train/smoke-stage2.yaml", overrides)
     with pytest.raises(ConfigError, match=rf"{key.replace('.', '[.]')}: .*missing is not a folder"):
         resolve_paths(config, image_size=56)
 
