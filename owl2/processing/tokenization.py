@@ -59,8 +59,8 @@ def encode_texts(texts: list[str], tokenizer) -> list[list[int]]:
     conversation is several short pieces: one call for all of them took a demo conversation's
     tokenization from 0.39 to 0.14 ms.
     """
-    pieces = [text.split(IMAGE_PLACEHOLDER) for text in texts]
-    chunks = [chunk.strip() for chunk_list in pieces for chunk in chunk_list if chunk.strip()]
+    pieces = [[chunk.strip() for chunk in text.split(IMAGE_PLACEHOLDER)] for text in texts]
+    chunks = [chunk for chunk_list in pieces for chunk in chunk_list if chunk]
     encoded = iter(tokenizer(chunks, add_special_tokens=False)["input_ids"] if chunks else [])
     result = []
     for chunk_list in pieces:
@@ -68,7 +68,7 @@ def encode_texts(texts: list[str], tokenizer) -> list[list[int]]:
         for k, chunk in enumerate(chunk_list):
             if k > 0:
                 ids.append(IMAGE_TOKEN_INDEX)
-            if chunk.strip():
+            if chunk:
                 ids.extend(next(encoded))
         result.append(ids)
     return result
