@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,10 @@ from owl2.data.dataset import ON_ERROR
 
 SYNTHETIC_SPLITS = ("stage1", "stage2")
 """Training splits of the built-in synthetic data set."""
+FILE_RELATIVE_KEYS = ("model_config", "deepspeed")
+"""Keys that name other config files. A relative path written in a config file is relative to that file's
+folder, as an include is, so a config works from any working directory; in an override it is relative to
+the working directory, as any command-line path is."""
 
 
 class ConfigError(ValueError):
@@ -94,7 +99,7 @@ class TrainConfig:
     init_from: str = ""
     """An `Owl2Model` folder to start from; empty: random init from `model_config`."""
     model_config: str = "configs/model/owl2-toy.json"
-    """Model preset (JSON) used when `init_from` is empty."""
+    """Model preset (JSON) used when `init_from` is empty; see `FILE_RELATIVE_KEYS` for relative paths."""
     stage: str = "pretrain"
     """Stage policy name (`owl2.train.policy.STAGES`): `pretrain` or `instruct`."""
     trainable: list[str] | None = None
@@ -123,7 +128,8 @@ class TrainConfig:
     activation_checkpointing: bool = False
     """Recompute activations in the backward pass (ViT blocks and decoder layers) to save memory."""
     deepspeed: str | dict[str, Any] = "configs/deepspeed/zero2.json"
-    """DeepSpeed config: a JSON path or an inline dict; its batch, precision and clipping keys are filled from the fields here."""
+    """DeepSpeed config: a JSON path (see `FILE_RELATIVE_KEYS`) or an inline dict; its batch, precision and
+    clipping keys are filled from the fields here."""
     seed: int = 42
     """Seed of the model init, the data order and every rank's RNG."""
     save_steps: int = 500
@@ -252,6 +258,9 @@ def load_train_config(path: str | Path | None = None, overrides: list[str] | tup
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{path}: expected a mapping at the top level")
         values = loaded or {}
+        for key in FILE_RELATIVE_KEYS:
+            if isinstance(values.get(key), str) and values[key] and not Path(values[key]).is_absolute():
+                values[key] = os.path.normpath(path.parent / values[key])
     values = apply_overrides(values, list(overrides))
     try:
         return _build(TrainConfig, values).validate()

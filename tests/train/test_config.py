@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+import yaml
 
 from owl2.train import ConfigError, load_train_config
+from owl2.train.config import FILE_RELATIVE_KEYS
 from owl2.train.data import resolve_paths
 from owl2.train.engine import resolve_config
 from owl2.train.schedule import warmup_cosine
@@ -17,6 +21,17 @@ CONFIGS = sorted(p for p in (REPO / "configs" / "train").glob("*.yaml") if p.nam
 def test_shipped_configs_load(path):
     config = load_train_config(path)
     assert config.output_dir
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs" / "train").glob("*.yaml")), ids=lambda p: p.name)
+def test_config_file_references_resolve_from_any_working_directory(path, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # `owl2 demo` and `owl2 train` are run from anywhere
+    config = load_train_config(path, ["data.synthetic=true"])  # the demo configs leave their data to `owl2 demo`
+    written = yaml.safe_load(path.read_text())
+    for key in set(FILE_RELATIVE_KEYS) & set(written):
+        assert Path(getattr(config, key)).is_file(), f"{path.name}: {key}"
+    (tmp_path / "mine.json").write_text("{}")
+    assert load_train_config(path, ["data.synthetic=true", "deepspeed=mine.json"]).deepspeed == "mine.json"
 
 
 def test_overrides_are_dotted_and_yaml_typed():
