@@ -38,10 +38,11 @@ class DemoSettings:
     at the configs' sizes, so no record repeats (with 20,000 seen 4.4 times, held-out accuracy trailed training
     accuracy by 5-7 points)."""
     question_cycle: tuple[str, ...] = (
-        "color", "shape", "position", "yesno", "color", "shape", "count", "color", "shape", "yesno", "position",
+        "yesno", "shape", "color", "yesno", "position", "shape", "yesno", "count", "shape", "yesno", "color",
     )  # fmt: skip
-    """Types of the training questions, in turn: colour and shape, which need an attribute bound to the right
-    object, 3 times in 11 each; count, learnt first and fully, once. The held-out questions stay balanced."""
+    """Types of the training questions, in turn. The captions already find an object by its kind and read its
+    colour and place, so the questions weight what they leave out: yes/no 4 times in 11 and shape (an object found
+    by its colour) 3 times; colour twice; position and count once each. The held-out questions stay balanced."""
     heldout: int = 250
     """Held-out image questions (balanced over the five types)."""
     text_only: int = 60

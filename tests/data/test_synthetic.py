@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from owl2.data.synthetic import COLORS, DESCRIBE, QUESTION_TYPES, build_synthetic_tokenizer, write_synthetic_dataset
+from owl2.data.synthetic import (
+    COLORS, DESCRIBE, QUESTION_TYPES, SHAPES, Shape, build_synthetic_tokenizer, caption, write_synthetic_dataset,
+)  # fmt: skip
 
 
 def all_bytes(root) -> dict[str, bytes]:
@@ -48,6 +50,14 @@ def test_layout_and_records(synthetic):
     assert all(r["answer"] == r["conversations"][1]["value"] for r in heldout)
     train_images = {r["image"] for r in stage1 + stage2 if "image" in r}
     assert not train_images & {r["image"] for r in heldout}
+
+
+def test_captions_list_the_shapes_by_kind(synthetic):
+    scene = [Shape("red", "triangle", "top left"), Shape("blue", "circle", "bottom right")]  # quadrant order
+    assert caption(scene) == "two shapes : a blue circle at the bottom right , a red triangle at the top left ."
+    for line in synthetic["stage1"].read_text().splitlines():
+        kinds = [word for word in json.loads(line)["caption"].split() if word in SHAPES]
+        assert kinds == sorted(kinds, key=SHAPES.index)
 
 
 def test_question_cycle_sets_the_training_mix(tmp_path):
