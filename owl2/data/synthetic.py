@@ -100,8 +100,8 @@ def caption(shapes: list[Shape]) -> str:
 
     In this order, writing a caption takes the lookups the questions ask for: the colour and the place of an
     object found by its kind. A caption in quadrant order can be written by reading place after place, and
-    models trained on it were slower to find an object by one attribute and read another (held-out accuracy
-    0.76-0.98 over seeds 0-3 against 0.88-0.99; `docs/demo-experiments.md`).
+    the demo's models trained on it learnt those lookups late or, on some seeds, not at all
+    (`docs/demo-experiments.md`).
     """
     parts = [f"a {s.color} {s.kind} at the {s.position}" for s in sorted(shapes, key=lambda s: SHAPES.index(s.kind))]
     noun = "shape" if len(shapes) == 1 else "shapes"
