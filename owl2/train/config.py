@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -260,7 +259,7 @@ def load_train_config(path: str | Path | None = None, overrides: list[str] | tup
         values = loaded or {}
         for key in FILE_RELATIVE_KEYS:
             if isinstance(values.get(key), str) and values[key] and not Path(values[key]).is_absolute():
-                values[key] = os.path.normpath(path.parent / values[key])
+                values[key] = str((path.parent / values[key]).resolve())  # absolute: `config.yaml` records it
     values = apply_overrides(values, list(overrides))
     try:
         return _build(TrainConfig, values).validate()
