@@ -39,7 +39,7 @@ SHAPES = ("circle", "square", "triangle")
 BACKGROUNDS: tuple[tuple[int, int, int], ...] = ((255, 255, 255), (230, 230, 230), (245, 240, 225))
 """Background colours (near-white, so every shape colour stands out)."""
 POSITIONS = ("top left", "top right", "bottom left", "bottom right")
-"""Quadrant names, in caption order."""
+"""Quadrant names, by quadrant index: top left, top right, bottom left, bottom right."""
 NUMBERS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 """Number words (counts and text-only arithmetic)."""
 QUESTION_TYPES = ("color", "shape", "count", "position", "yesno")

@@ -258,8 +258,9 @@ def load_train_config(path: str | Path | None = None, overrides: list[str] | tup
             raise ConfigError(f"{path}: expected a mapping at the top level")
         values = loaded or {}
         for key in FILE_RELATIVE_KEYS:
-            if isinstance(values.get(key), str) and values[key] and not Path(values[key]).is_absolute():
-                values[key] = str((path.parent / values[key]).resolve())  # absolute: `config.yaml` records it
+            value = values.get(key)
+            if isinstance(value, str) and value and not Path(value).is_absolute():
+                values[key] = str((path.parent / value).resolve())  # absolute: `config.yaml` records it
     values = apply_overrides(values, list(overrides))
     try:
         return _build(TrainConfig, values).validate()
