@@ -22,6 +22,7 @@ from transformers import initialization as init
 from transformers.cache_utils import Cache
 from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.modeling_utils import slice_logits_to_keep
+from transformers.utils.deprecation import deprecate_kwarg
 
 from owl2.config import IGNORE_INDEX, MODALITIES, Owl2AbstractorConfig, Owl2Config, Owl2VisionConfig
 from owl2.models.abstractor import VisualAbstractor
@@ -75,7 +76,7 @@ class Owl2PreTrainedModel(PreTrainedModel):
     input_modalities = ("image", "text")
     supports_gradient_checkpointing = True
     _no_split_modules = ["ModalityAdaptiveDecoderLayer", "AbstractorLayer", "Block"]
-    _skip_keys_device_placement = ["past_key_values"]
+    _skip_keys_device_placement = ["cache"]
     _supports_flash_attn = True
     _supports_sdpa = True
     _supports_flex_attn = True
@@ -229,13 +230,14 @@ class Owl2Model(Owl2PreTrainedModel, GenerationMixin):
         return MergedInputs(inputs_embeds, new_mask, modality_ids, new_labels)
 
     # -- forward -----------------------------------------------------------------------------------
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")  # transformers' own rename (5.24)
     def forward(
         self,
         input_ids: torch.LongTensor,
         attention_mask: torch.Tensor | None = None,
         pixel_values: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
         padding_side: Literal["left", "right"] = "right",
@@ -251,9 +253,11 @@ class Owl2Model(Owl2PreTrainedModel, GenerationMixin):
                 samples 1, 2, 3, ...: attention is then blocked between samples and positions restart.
             pixel_values: `(num_images, 3, H, W)`, one per placeholder, in order of appearance.
             labels: `(B, T)` targets aligned with `input_ids` (shifted inside, as in transformers).
+            cache: the key/value cache of earlier steps (transformers' `Cache`; named `past_key_values`
+                before transformers 5.24); the output's `cache` is the one to pass to the next step.
             padding_side: where rows shorter after expansion get their extra padding; generation uses "left".
         """
-        cached = past_key_values.get_seq_length() if past_key_values is not None else 0
+        cached = cache.get_seq_length() if cache is not None else 0
         if use_cache is None:
             use_cache = self.config.text_config.use_cache and not self.training
         if pixel_values is not None:
@@ -288,7 +292,7 @@ class Owl2Model(Owl2PreTrainedModel, GenerationMixin):
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
+            cache=cache,
             use_cache=use_cache,
             modality_routing=routing,
             **kwargs,
@@ -301,7 +305,7 @@ class Owl2Model(Owl2PreTrainedModel, GenerationMixin):
         return Owl2CausalLMOutput(
             loss=loss,
             logits=logits,
-            past_key_values=outputs.past_key_values,
+            cache=outputs.cache,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
             attention_mask=attention_mask,
@@ -314,7 +318,7 @@ class Owl2Model(Owl2PreTrainedModel, GenerationMixin):
         return inputs
 
     def _update_model_kwargs_for_generation(self, outputs, model_kwargs, *args, **kwargs) -> dict:
-        if outputs.past_key_values is not None and outputs.attention_mask is not None:
+        if outputs.cache is not None and outputs.attention_mask is not None:
             # With a cache, later steps see only new tokens: carry the mask of the expanded sequence.
             model_kwargs["attention_mask"] = outputs.attention_mask
         return super()._update_model_kwargs_for_generation(outputs, model_kwargs, *args, **kwargs)
