@@ -8,13 +8,15 @@ The method every benchmark figure follows:
   per-round ratios alongside (on a loaded machine the two contenders of one round see the same load);
 - FLOPs are counted analytically (`prefill_flops`, `abstractor_flops`), matching the count of
   `torch.utils.flop_counter.FlopCounterMode` (dense attention: causal kernels that skip the upper
-  triangle do about half the attention term).
+  triangle do about half the attention term); `counted_flops` gives that counter the CPU attention
+  kernel it does not know (see there).
 
 This module imports only torch and transformers' `LlamaConfig`: it never imports `owl2.models`.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 import resource
 import statistics
@@ -158,10 +160,20 @@ def abstractor_flops(config: Owl2AbstractorConfig, image_tokens: int, text_hidde
 
 
 def counted_flops(fn: Callable[[], object]) -> int:
-    """FLOPs of one call of `fn` as counted by `torch.utils.flop_counter.FlopCounterMode` (matmuls, attention)."""
-    from torch.utils.flop_counter import FlopCounterMode
+    """FLOPs of one forward call of `fn` as counted by `torch.utils.flop_counter.FlopCounterMode` (matmuls, attention).
 
-    with FlopCounterMode(display=False) as counter:
+    torch's counter has formulas for the CUDA attention kernels only: on the CPU, SDPA dispatches to
+    `aten._scaled_dot_product_flash_attention_for_cpu` (torch 2.14 and newer), which it silently counts
+    as zero. Where it has no formula for that kernel, the CUDA flash kernel's (`sdpa_flop`, dense
+    attention) is lent to it, so that a CPU count means the same as a GPU one.
+    """
+    from torch.utils.flop_counter import FlopCounterMode, flop_registry, sdpa_flop
+
+    cpu_flash = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+    missing = {}
+    if cpu_flash is not None and cpu_flash not in flop_registry:
+        missing[cpu_flash] = inspect.unwrap(sdpa_flop)  # the shape formula; the counter wraps it again
+    with FlopCounterMode(display=False, custom_mapping=missing) as counter:
         fn()
     return counter.get_total_flops()
 

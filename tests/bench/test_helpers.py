@@ -54,6 +54,14 @@ def test_prefill_flops_matches_a_hand_count_on_the_toy():
     assert prefill_flops(text, tokens, batch=3) == 3 * prefill_flops(text, tokens)
 
 
+def test_counted_flops_counts_attention_on_the_cpu():
+    # torch's counter knows only the CUDA attention kernels; counted_flops lends their formula to the CPU one.
+    q, k = torch.randn(2, 4, 20, 32), torch.randn(2, 4, 12, 32)
+    dense = 2 * (2 * 2 * 4 * 20 * 12 * 32)  # Q K^T and softmax(.) V, each 2 * B * H * Tq * Tk * head_dim
+    assert counted_flops(lambda: torch.nn.functional.scaled_dot_product_attention(q, k, k)) == dense
+    assert counted_flops(lambda: torch.softmax(q @ k.transpose(-1, -2), -1) @ k) == dense  # eager: two bmm
+
+
 def test_prefill_flops_matches_flop_counter_on_the_mixed_decoder():
     model = toy_model()
     seq = 20
