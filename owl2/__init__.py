@@ -1,16 +1,17 @@
 """owl2: mPLUG-Owl2 (arXiv 2311.04257) on torch, transformers and timm."""
 
-from owl2.config import IGNORE_INDEX, IMAGE_TOKEN_INDEX, Owl2AbstractorConfig, Owl2Config, Owl2VisionConfig
-from owl2.models import Owl2Model
-from owl2.processing import Owl2ImageProcessor, Owl2Processor
+from owl2._lazy import lazy_exports
 
-__all__ = [
-    "IGNORE_INDEX",
-    "IMAGE_TOKEN_INDEX",
-    "Owl2AbstractorConfig",
-    "Owl2Config",
-    "Owl2ImageProcessor",
-    "Owl2Model",
-    "Owl2Processor",
-    "Owl2VisionConfig",
-]
+_EXPORTS = {
+    "IGNORE_INDEX": "owl2.constants",
+    "IMAGE_TOKEN_INDEX": "owl2.constants",
+    "Owl2AbstractorConfig": "owl2.config",
+    "Owl2Config": "owl2.config",
+    "Owl2VisionConfig": "owl2.config",
+    "Owl2Model": "owl2.models.owl2",
+    "Owl2ImageProcessor": "owl2.processing.image",
+    "Owl2Processor": "owl2.processing.processor",
+}
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)

@@ -11,14 +11,7 @@ from __future__ import annotations
 from huggingface_hub.dataclasses import strict
 from transformers import LlamaConfig, PreTrainedConfig
 
-IMAGE_TOKEN_INDEX = -200
-"""Placeholder id in `input_ids` where an image goes (the official value)."""
-
-IGNORE_INDEX = -100
-"""Label id the loss skips (PyTorch's cross-entropy default)."""
-
-MODALITIES = ("text", "image")
-"""Modality names; a token's modality id is its index here (the official multiway index)."""
+from owl2.constants import IMAGE_TOKEN_INDEX
 
 
 @strict

@@ -50,7 +50,7 @@ from owl2.bench import (
     time_alternating,
 )
 from owl2.checkpoint.llama import llama_to_owl2
-from owl2.config import IGNORE_INDEX, MODALITIES
+from owl2.constants import IGNORE_INDEX, MODALITIES
 from owl2.models.decoder import ModalityRouting
 
 REPO = Path(__file__).resolve().parents[1]

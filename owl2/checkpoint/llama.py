@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 import torch
 
-from owl2.config import MODALITIES
+from owl2.constants import MODALITIES
 
 _MODALITY_SPECIFIC = re.compile(
     r"^model\.layers\.(\d+)\.(self_attn\.[kv]_proj|input_layernorm|post_attention_layernorm)\.(weight|bias)$"

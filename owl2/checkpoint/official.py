@@ -18,7 +18,8 @@ import numpy as np
 import torch
 from transformers import LlamaConfig
 
-from owl2.config import MODALITIES, Owl2AbstractorConfig, Owl2Config, Owl2VisionConfig
+from owl2.config import Owl2AbstractorConfig, Owl2Config, Owl2VisionConfig
+from owl2.constants import MODALITIES
 
 MODEL_TYPE = "mplug_owl2"
 """`model_type` of an official config.json."""

@@ -1,23 +1,22 @@
 """Data: LLaVA-style records, validation, the supervised data set, collator, sampler and synthetic data."""
 
-from owl2.data.checks import Problem, Sample, iter_problems, load_image, validate_record
-from owl2.data.dataset import Collator, SupervisedDataset
-from owl2.data.records import DataFileError, RecordError, RecordFile
-from owl2.data.sampler import LengthGroupedSampler
-from owl2.data.synthetic import build_synthetic_tokenizer, write_synthetic_dataset
+from owl2._lazy import lazy_exports
 
-__all__ = [
-    "Collator",
-    "DataFileError",
-    "LengthGroupedSampler",
-    "Problem",
-    "RecordError",
-    "RecordFile",
-    "Sample",
-    "SupervisedDataset",
-    "build_synthetic_tokenizer",
-    "iter_problems",
-    "load_image",
-    "validate_record",
-    "write_synthetic_dataset",
-]
+_EXPORTS = {
+    "Problem": "owl2.data.checks",
+    "Sample": "owl2.data.checks",
+    "iter_problems": "owl2.data.checks",
+    "load_image": "owl2.data.checks",
+    "validate_record": "owl2.data.checks",
+    "Collator": "owl2.data.dataset",
+    "SupervisedDataset": "owl2.data.dataset",
+    "DataFileError": "owl2.data.records",
+    "RecordError": "owl2.data.records",
+    "RecordFile": "owl2.data.records",
+    "LengthGroupedSampler": "owl2.data.sampler",
+    "build_synthetic_tokenizer": "owl2.data.synthetic",
+    "write_synthetic_dataset": "owl2.data.synthetic",
+}
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)

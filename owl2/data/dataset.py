@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from owl2.config import IGNORE_INDEX, IMAGE_TOKEN_INDEX
+from owl2.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 from owl2.data.checks import load_image, record_image_names, record_messages, validate_record
 from owl2.data.records import RecordError, RecordFile
 from owl2.processing.image import Owl2ImageProcessor

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from owl2.config import IGNORE_INDEX, IMAGE_TOKEN_INDEX
+from owl2.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 
 
 def expanded_length(input_ids: torch.Tensor, num_image_tokens: int) -> int:

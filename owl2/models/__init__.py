@@ -1,5 +1,12 @@
 """The mPLUG-Owl2 architecture: vision encoder, visual abstractor, modality-adaptive decoder, and the whole."""
 
-from owl2.models.owl2 import Owl2CausalLMOutput, Owl2Model, Owl2PreTrainedModel
+from owl2._lazy import lazy_exports
 
-__all__ = ["Owl2CausalLMOutput", "Owl2Model", "Owl2PreTrainedModel"]
+_EXPORTS = {
+    "Owl2CausalLMOutput": "owl2.models.owl2",
+    "Owl2Model": "owl2.models.owl2",
+    "Owl2PreTrainedModel": "owl2.models.owl2",
+}
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)

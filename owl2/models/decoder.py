@@ -35,7 +35,7 @@ from transformers.models.llama.modeling_llama import (
     eager_attention_forward,
 )
 
-from owl2.config import MODALITIES
+from owl2.constants import MODALITIES
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,8 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.modeling_utils import slice_logits_to_keep
 from transformers.utils.deprecation import deprecate_kwarg
 
-from owl2.config import IGNORE_INDEX, MODALITIES, Owl2AbstractorConfig, Owl2Config, Owl2VisionConfig
+from owl2.config import Owl2AbstractorConfig, Owl2Config, Owl2VisionConfig
+from owl2.constants import IGNORE_INDEX, MODALITIES
 from owl2.models.abstractor import VisualAbstractor
 from owl2.models.decoder import ModalityAdaptiveLlamaModel, ModalityRouting
 from owl2.models.vision import ClipVisionTransformer

@@ -1,19 +1,19 @@
 """Turning images and text into model inputs: image processor, chat templates, tokenization, processor."""
 
-from owl2.processing.image import Owl2ImageProcessor
-from owl2.processing.processor import Owl2Processor
-from owl2.processing.templates import IMAGE_PLACEHOLDER, TEMPLATES, ChatTemplate, get_template
-from owl2.processing.tokenization import EncodedConversation, TruncationError, encode_conversation, truncate
+from owl2._lazy import lazy_exports
 
-__all__ = [
-    "IMAGE_PLACEHOLDER",
-    "TEMPLATES",
-    "ChatTemplate",
-    "EncodedConversation",
-    "Owl2ImageProcessor",
-    "Owl2Processor",
-    "TruncationError",
-    "encode_conversation",
-    "get_template",
-    "truncate",
-]
+_EXPORTS = {
+    "Owl2ImageProcessor": "owl2.processing.image",
+    "Owl2Processor": "owl2.processing.processor",
+    "IMAGE_PLACEHOLDER": "owl2.processing.templates",
+    "TEMPLATES": "owl2.processing.templates",
+    "ChatTemplate": "owl2.processing.templates",
+    "get_template": "owl2.processing.templates",
+    "EncodedConversation": "owl2.processing.tokenization",
+    "TruncationError": "owl2.processing.tokenization",
+    "encode_conversation": "owl2.processing.tokenization",
+    "truncate": "owl2.processing.tokenization",
+}
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)

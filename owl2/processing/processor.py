@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from owl2.config import IGNORE_INDEX, IMAGE_TOKEN_INDEX
+from owl2.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 from owl2.processing.image import Owl2ImageProcessor
 from owl2.processing.templates import ChatTemplate
 from owl2.processing.tokenization import encode_conversation, encode_text

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from owl2.config import IGNORE_INDEX, IMAGE_TOKEN_INDEX
+from owl2.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 from owl2.processing.templates import ASSISTANT, IMAGE_PLACEHOLDER, ChatTemplate, get_template, validate_roles
 
 

@@ -5,7 +5,17 @@ Example:
     >>> final = run(load_train_config("configs/train/smoke-stage1.yaml", ["output_dir=runs/s1"]))
 """
 
-from owl2.train.config import ConfigError, DataConfig, OptimConfig, TrainConfig, load_train_config
-from owl2.train.loop import NonFiniteLossError, run
+from owl2._lazy import lazy_exports
 
-__all__ = ["ConfigError", "DataConfig", "NonFiniteLossError", "OptimConfig", "TrainConfig", "load_train_config", "run"]
+_EXPORTS = {
+    "ConfigError": "owl2.train.config",
+    "DataConfig": "owl2.train.config",
+    "OptimConfig": "owl2.train.config",
+    "TrainConfig": "owl2.train.config",
+    "load_train_config": "owl2.train.config",
+    "NonFiniteLossError": "owl2.train.loop",
+    "run": "owl2.train.loop",
+}
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)

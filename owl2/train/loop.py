@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from owl2 import Owl2Config, Owl2Model
-from owl2.config import IGNORE_INDEX
+from owl2.constants import IGNORE_INDEX
 from owl2.data import Collator
 from owl2.train import checkpoint as ckpt
 from owl2.train import engine as ds

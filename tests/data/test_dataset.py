@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from owl2.config import IGNORE_INDEX, IMAGE_TOKEN_INDEX
+from owl2.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 from owl2.data import Collator, LengthGroupedSampler, RecordError, SupervisedDataset
 from owl2.processing import Owl2ImageProcessor
 

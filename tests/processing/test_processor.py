@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from owl2.config import IGNORE_INDEX, IMAGE_TOKEN_INDEX
+from owl2.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 from owl2.data.synthetic import build_synthetic_tokenizer
 from owl2.processing import Owl2ImageProcessor, Owl2Processor
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from owl2.config import IGNORE_INDEX, IMAGE_TOKEN_INDEX
+from owl2.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 from owl2.data.synthetic import build_synthetic_tokenizer
 from owl2.processing.templates import TEMPLATES, get_template
 from owl2.processing.tokenization import TruncationError, encode_conversation, encode_texts, truncate
