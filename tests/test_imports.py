@@ -40,3 +40,11 @@ def test_every_exported_name_resolves(package):
     assert set(module.__all__) <= set(dir(module))
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         module.nope  # noqa: B018
+
+
+@pytest.mark.parametrize("command", ["generate --input q.jsonl --output a.jsonl", "chat"])
+def test_a_missing_model_folder_is_reported_before_torch_is_imported(command):
+    argv = ["--model", "/nonexistent/model", *command.split()[1:]]
+    code = f"from owl2.cli.main import main\nassert main({[command.split()[0], *argv]!r}) == 2"
+    loaded = _modules_after(code)
+    assert not loaded & set(HEAVY), f"imported before the error: {sorted(loaded & set(HEAVY))}"

@@ -95,13 +95,17 @@ class Session:
 
 def run_chat(args: argparse.Namespace) -> int:
     """Read user lines from stdin until /quit or end of input; 0 on a normal end."""
+    from owl2.eval.inputs import check_model_folder
+
+    if args.max_new_tokens < 1:
+        raise UsageError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
+    check_model_folder(args.model)  # bad input is reported before torch is imported
+
     from transformers.utils import logging as hf_logging
 
     from owl2.cli.generate import pick_device
     from owl2.eval.generation import load_pretrained
 
-    if args.max_new_tokens < 1:
-        raise UsageError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
     hf_logging.disable_progress_bar()
     model, processor = load_pretrained(args.model, device=pick_device(args.device), template=args.template)
     session = Session(model, processor, args.max_new_tokens, args.temperature)

@@ -80,11 +80,7 @@ def answered_ids(path: Path) -> set[str]:
 
 def run_generate(args: argparse.Namespace) -> int:
     """Answer every question not yet in `--output`; 0 on success."""
-    from tqdm import tqdm
-    from transformers.utils import logging as hf_logging
-
-    from owl2.eval.generation import answer_batch, load_pretrained, read_questions
-    from owl2.processing import IMAGE_PLACEHOLDER
+    from owl2.eval.inputs import check_model_folder, read_questions
 
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
@@ -92,12 +88,19 @@ def run_generate(args: argparse.Namespace) -> int:
         raise UsageError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
     if args.image_folder is not None and not args.image_folder.is_dir():
         raise UsageError(f"{args.image_folder}: no such image folder")
+    check_model_folder(args.model)  # bad input is reported before torch is imported
     questions = read_questions(args.input, args.image_folder)
     done = answered_ids(args.output)
     todo = [q for q in questions if q.id not in done]
     if not todo:
         print(f"{args.output}: all {len(questions)} questions already answered", file=sys.stderr)
         return 0
+    from tqdm import tqdm
+    from transformers.utils import logging as hf_logging
+
+    from owl2.eval.generation import answer_batch, load_pretrained
+    from owl2.processing.templates import IMAGE_PLACEHOLDER
+
     hf_logging.disable_progress_bar()  # the weight-loading bar of a small model is noise in a CLI
     model, processor = load_pretrained(args.model, device=pick_device(args.device))
     args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -83,7 +83,8 @@ def train_stage(config_path: Path, overrides: list[str]) -> tuple[Path, list[dic
 
 def answer_file(model, processor, questions_path: Path, image_folder: Path, output: Path, batch_size: int) -> dict:
     """Answer every question of a JSONL greedily; writes `output` and returns answers by id."""
-    from owl2.eval.generation import answer_batch, read_questions
+    from owl2.eval.generation import answer_batch
+    from owl2.eval.inputs import read_questions
     from owl2.processing import IMAGE_PLACEHOLDER
 
     questions = read_questions(questions_path, image_folder)
