@@ -78,6 +78,7 @@ if [ "$rc" -eq 0 ]; then echo "== upstream check ($mode): PASSED"; else echo "==
 
 if [ "$write_lock" = 1 ] && [ "$rc" -eq 0 ]; then
   lock=requirements/lock.txt
+  mkdir -p "$(dirname "$lock")"
   {
     echo "# The environment the whole suite last passed in. Written by tools/check_upstream.sh --window --write-lock"
     echo "# (make lock); never edit by hand. Installed as constraints: pip install -c $lock -e \".[dev]\""
