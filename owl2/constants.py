@@ -12,3 +12,10 @@ IGNORE_INDEX = -100
 
 MODALITIES = ("text", "image")
 """Modality names; a token's modality id is its index here (the official multiway index)."""
+
+ONELLM_MODALITIES = ("image", "video", "audio", "point", "rgbd", "rgbn", "fmri", "imu")
+"""OneLLM's modalities, in the release's order (official `onellm.py`, `Transformer.modals`)."""
+
+ONELLM_PIXEL_MODALITIES = ("image", "video", "rgbd", "rgbn")
+"""OneLLM modalities whose frames enter CLIP through its own patch embedding and position table; the
+others (audio, point, imu, fmri) have a tokenizer and a learned position table of their own."""
