@@ -8,6 +8,7 @@ under `configs/model/`.
 OneLLM (arXiv 2312.03700, section 3.1 and appendix C.1; official `model/LLM/onellm.py`) adds two
 sub-configs: its modality tokenizers (`OneLLMTokenizerConfig`) and its universal projection module
 (`OneLLMProjectionConfig`). Its universal encoder is the same CLIP ViT, configured by `Owl2VisionConfig`.
+`OneLLMConfig` composes them with a plain `LlamaConfig` and one placeholder id per modality.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Literal
 from huggingface_hub.dataclasses import strict
 from transformers import LlamaConfig, PreTrainedConfig
 
-from owl2.constants import IMAGE_TOKEN_INDEX, ONELLM_MODALITIES, ONELLM_PIXEL_MODALITIES
+from owl2.constants import IMAGE_TOKEN_INDEX, ONELLM_MODALITIES, ONELLM_MODALITY_TOKEN_INDEX, ONELLM_PIXEL_MODALITIES
 
 
 @strict
@@ -296,3 +297,101 @@ class OneLLMProjectionConfig(PreTrainedConfig):
                 f"projection_config needs at least one expert and one modality token, got "
                 f"num_experts={self.num_experts}, num_modality_tokens={self.num_modality_tokens}"
             )
+
+
+ONELLM_VISION_DEFAULTS = {"image_size": 224, "layer_norm_eps": 1e-5}
+"""Where OneLLM's CLIP differs from `Owl2VisionConfig`'s defaults: the release runs open_clip's ViT-L/14 at 224 px,
+whose LayerNorms keep PyTorch's epsilon."""
+
+ONELLM_TEXT_DEFAULTS = {"rms_norm_eps": 1e-5}
+"""Where LLaMA-2-7B (the release's `config/llama2/7B.json`) differs from `LlamaConfig`'s defaults."""
+
+
+@strict
+class OneLLMConfig(PreTrainedConfig):
+    """OneLLM: modality tokenizers -> universal encoder (CLIP) -> universal projection -> LLaMA-2.
+
+    Paper section 3; official `model/LLM/onellm.py` (`Transformer`) and `model/meta.py`. Defaults are the
+    release's; a sub-config given as a partial dict starts from them too (`ONELLM_VISION_DEFAULTS`,
+    `ONELLM_TEXT_DEFAULTS`). Each input of modality m becomes `num_tokens_per_input` LLM tokens where
+    `input_ids` hold `modality_token_index[m]`.
+
+    Example:
+        >>> from owl2 import OneLLMConfig, OneLLMModel
+        >>> config = OneLLMConfig.from_json_file("configs/model/onellm-toy.json")
+        >>> model = OneLLMModel(config)
+    """
+
+    model_type = "onellm"
+    sub_configs_defaults = {
+        "vision_config": Owl2VisionConfig,
+        "tokenizer_config": OneLLMTokenizerConfig,
+        "projection_config": OneLLMProjectionConfig,
+        "text_config": LlamaConfig,
+    }
+
+    vision_config: dict | PreTrainedConfig | None = None
+    """The universal encoder's CLIP ViT (`Owl2VisionConfig`; ViT-L/14 at 224 px by default)."""
+    tokenizer_config: dict | PreTrainedConfig | None = None
+    """The modality tokenizers in front of CLIP (`OneLLMTokenizerConfig`)."""
+    projection_config: dict | PreTrainedConfig | None = None
+    """The universal projection module (`OneLLMProjectionConfig`)."""
+    text_config: dict | PreTrainedConfig | None = None
+    """The LLM (`LlamaConfig`), unchanged by OneLLM: LLaMA-2-7B by default."""
+    modalities: list[str] | tuple[str, ...] | None = None
+    """The modalities the model is built for, from `ONELLM_MODALITIES` (default: all eight, the release's order)."""
+    modality_token_index: dict[str, int] | None = None
+    """Placeholder id in `input_ids` for one input of each modality in `modalities`: negative, one per modality
+    (default: `ONELLM_MODALITY_TOKEN_INDEX`, image -200 to imu -207)."""
+    tie_word_embeddings: bool = False
+    """LLaMA-2 keeps separate input embeddings and LM head."""
+
+    def __post_init__(self, **kwargs):
+        for key, defaults in (("vision_config", ONELLM_VISION_DEFAULTS), ("text_config", ONELLM_TEXT_DEFAULTS)):
+            given = getattr(self, key)
+            if not isinstance(given, PreTrainedConfig):
+                setattr(self, key, {**defaults, **(given or {})})
+        super().__post_init__(**kwargs)
+        self.modalities = list(ONELLM_MODALITIES if self.modalities is None else self.modalities)
+        unknown = [m for m in self.modalities if m not in ONELLM_MODALITIES]
+        if unknown or len(set(self.modalities)) != len(self.modalities):
+            raise ValueError(
+                f"modalities must be distinct names from {ONELLM_MODALITIES}, got {self.modalities}"
+                + (f" (unknown: {unknown})" if unknown else "")
+            )
+        if self.modality_token_index is None:
+            self.modality_token_index = {m: ONELLM_MODALITY_TOKEN_INDEX[m] for m in self.modalities}
+        self._check_modality_token_index()
+
+    def _check_modality_token_index(self) -> None:
+        ids = self.modality_token_index
+        unknown = [m for m in ids if m not in ONELLM_MODALITIES]
+        if unknown:
+            raise ValueError(
+                f"modality_token_index names unknown modalities {unknown}; expected names from {ONELLM_MODALITIES}"
+            )
+        missing = [m for m in self.modalities if m not in ids]
+        unused = [m for m in ids if m not in self.modalities]
+        if missing or unused:
+            raise ValueError(
+                f"modality_token_index must give one id to each of modalities {self.modalities}, got {ids}"
+                + (f" (missing: {missing})" if missing else "")
+                + (f" (not in modalities: {unused})" if unused else "")
+            )
+        positive = {m: i for m, i in ids.items() if i >= 0}
+        if positive:
+            raise ValueError(f"modality_token_index ids must be negative (outside the vocabulary), got {positive}")
+        by_id: dict[int, list[str]] = {}
+        for modality, index in ids.items():
+            by_id.setdefault(index, []).append(modality)
+        shared = {index: names for index, names in by_id.items() if len(names) > 1}
+        if shared:
+            raise ValueError(f"modality_token_index gives one placeholder id to several modalities: {shared}")
+
+    @property
+    def num_tokens_per_input(self) -> int:
+        """LLM tokens one input becomes: its start tag, the projected modality tokens, its end tag."""
+        return self.projection_config.num_modality_tokens + 2
+
+    def get_text_config(self, *args, **kwargs) -> LlamaConfig:
+        return self.text_config

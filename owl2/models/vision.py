@@ -12,6 +12,7 @@ from functools import partial
 import torch
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
+from transformers import initialization as init
 
 from owl2.config import Owl2VisionConfig
 
@@ -50,6 +51,13 @@ class ClipVisionTransformer(VisionTransformer):
     @property
     def grid_size(self) -> int:
         return self.patch_embed.grid_size[0]
+
+    def init_free_parameters(self) -> None:
+        """timm's initialisation of the parameters outside any layer: position table N(0, 0.02) truncated at
+        +-2, class token N(0, 1e-6). A model's `_init_weights` calls this (CLIP usually comes pretrained;
+        transformers' init functions skip tensors already loaded)."""
+        init.trunc_normal_(self.pos_embed, std=0.02)
+        init.normal_(self.cls_token, std=1e-6)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """`(N, 3, H, W)` images -> `(N, 1 + grid**2, width)` tokens, class token first."""

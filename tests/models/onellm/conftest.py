@@ -1,4 +1,5 @@
-"""Toy OneLLM dimensions, defined once, and builders of the universal encoder and projection module on them."""
+"""Toy OneLLM dimensions, defined once, and builders of the universal encoder, the projection module and the
+whole model on them. `configs/model/onellm-toy.json` holds the same numbers (a test checks it)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,13 @@ import dataclasses
 import pytest
 import torch
 from torch import nn
+from transformers import LlamaConfig
 
-from owl2.config import OneLLMProjectionConfig, OneLLMTokenizerConfig, Owl2VisionConfig
+from owl2.config import OneLLMConfig, OneLLMProjectionConfig, OneLLMTokenizerConfig, Owl2VisionConfig
 from owl2.constants import ONELLM_MODALITIES
+from tests.conftest import REPO
+
+TOY_PRESET = REPO / "configs" / "model" / "onellm-toy.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,6 +48,11 @@ class ToyDims:
     modality_tokens: int = 5
     router_hidden: int = 128  # 4x CLIP's width, as the release fixes it
     llm_width: int = 48
+    llm_layers: int = 2
+    llm_heads: int = 4  # no GQA: the release's LLaMA-2-7B has none
+    llm_mlp: int = 128
+    vocab_size: int = 96
+    llm_init: float = 0.08  # initializer_range, about 1/sqrt(width) as in the owl2 toy
     rms_eps: float = 1e-5
     layer_norm_eps: float = 1e-5
 
@@ -82,6 +92,23 @@ def projection_config(dims: ToyDims = TOY, **overrides) -> OneLLMProjectionConfi
     return OneLLMProjectionConfig(**{**fields, **overrides})
 
 
+def text_config(dims: ToyDims = TOY) -> LlamaConfig:
+    return LlamaConfig(
+        vocab_size=dims.vocab_size, hidden_size=dims.llm_width, intermediate_size=dims.llm_mlp,
+        num_hidden_layers=dims.llm_layers, num_attention_heads=dims.llm_heads, num_key_value_heads=dims.llm_heads,
+        hidden_act="silu", max_position_embeddings=512, rms_norm_eps=dims.rms_eps, initializer_range=dims.llm_init,
+        rope_theta=10000.0, bos_token_id=1, eos_token_id=2, pad_token_id=0, tie_word_embeddings=False,
+    )  # fmt: skip
+
+
+def onellm_config(dims: ToyDims = TOY, modalities=ALL, **tokenizer_overrides) -> OneLLMConfig:
+    """The whole toy OneLLM (what `configs/model/onellm-toy.json` holds), optionally with tokenizer overrides."""
+    return OneLLMConfig(
+        vision_config=vision_config(dims), tokenizer_config=tokenizer_config(dims, **tokenizer_overrides),
+        projection_config=projection_config(dims), text_config=text_config(dims), modalities=list(modalities),
+    )  # fmt: skip
+
+
 def randomise(module: nn.Module, seed: int) -> nn.Module:
     """Give every parameter a value that matters: weights ~ 1/sqrt(fan-in), norm gains near 1, free tables ~ 0.5.
 
@@ -116,6 +143,18 @@ def toy_projection(modalities=ALL, seed: int = 1, **overrides):
 
     upm = UniversalProjection(projection_config(**overrides), modalities, TOY.clip_width, TOY.llm_width)
     return randomise(upm, seed).eval()
+
+
+def toy_onellm(seed: int = 0, attn_implementation: str = "sdpa", modalities=ALL, **tokenizer_overrides):
+    """A toy `OneLLMModel` in eval mode, float32, every parameter randomised (see `randomise`)."""
+    from owl2.models.onellm import OneLLMModel
+
+    config = onellm_config(modalities=modalities, **tokenizer_overrides)
+    config._attn_implementation = attn_implementation
+    model = OneLLMModel(config)
+    for offset, part in enumerate((model.encoder, model.projection, model.language_model, model.lm_head)):
+        randomise(part, seed + offset)
+    return model.eval()  # after the weights change: eval mode precomputes the routers
 
 
 def toy_inputs(modality: str, batch: int = 2, seed: int = 0, dims: ToyDims = TOY) -> torch.Tensor:

@@ -1,13 +1,16 @@
-"""An independent, functional restatement of OneLLM's official encoder and UPM forward, on release-named weights.
+"""An independent, functional restatement of OneLLM's official forward, on release-named weights.
 
 Written from the behaviour of the official code (csuhan/OneLLM @ 8587a47): `model/LLM/onellm.py`
-(`Transformer.__init__`, `encode_image`, `clip_encode_image`, `TransformerBlock`, `Mlp`), `model/components.py`
+(`Transformer.__init__`, `forward`, `encode_image`, `clip_encode_image`, `TransformerBlock`, `Attention`,
+`apply_rotary_emb`, `Mlp`), `model/meta.py` (`MetaModel.forward`, the loss), `model/components.py`
 (`RMSNorm`), `model/lib/point_utils.py` (`PointPatchEmbed`, `KNN`, `KNNGroup`) and pointnet2's
 `furthest_point_sampling_kernel`, with open_clip's ViT-L/14 for `llma.clip.visual`. Naive on purpose:
 plain tensor ops, Python loops for farthest point sampling and the experts, the router over every
-token and then sliced. It imports nothing from `owl2`.
+token and then sliced, RoPE as complex rotations of interleaved pairs, greedy decoding by recomputing the
+whole sequence. It imports nothing from `owl2`.
 
-`release_state_dict` restates the key map of `owl2.models.upm` (owl2 names -> the release's), and
+`release_state_dict` restates the key map of `owl2.models.upm` (owl2 names -> the release's),
+`release_model_state_dict` extends it to the whole `OneLLMModel` (LLaMA in Meta's layout), and
 `release_shapes` the shapes the official constructor gives, so that the map is checked as well.
 """
 
@@ -57,6 +60,19 @@ _ENCODER = [
 ]
 
 
+_LLM = [
+    (r"language_model\.embed_tokens\.weight", r"tok_embeddings.weight"),
+    (r"language_model\.layers\.(\d+)\.self_attn\.([qkvo])_proj\.weight", r"layers.\1.attention.w\2.weight"),
+    (r"language_model\.layers\.(\d+)\.input_layernorm\.weight", r"layers.\1.attention_norm.weight"),
+    (r"language_model\.layers\.(\d+)\.post_attention_layernorm\.weight", r"layers.\1.ffn_norm.weight"),
+    (r"language_model\.layers\.(\d+)\.mlp\.gate_proj\.weight", r"layers.\1.feed_forward.w1.weight"),
+    (r"language_model\.layers\.(\d+)\.mlp\.up_proj\.weight", r"layers.\1.feed_forward.w3.weight"),
+    (r"language_model\.layers\.(\d+)\.mlp\.down_proj\.weight", r"layers.\1.feed_forward.w2.weight"),
+    (r"language_model\.norm\.weight", r"norm.weight"),
+    (r"lm_head\.weight", r"output.weight"),
+]
+
+
 def _rename(key: str, rules: list[tuple[str, str]]) -> str:
     for pattern, target in rules:
         if re.fullmatch(pattern, key):
@@ -74,6 +90,26 @@ def release_state_dict(encoder: dict[str, torch.Tensor], upm: dict[str, torch.Te
             out[L + "clip.visual.positional_embedding"] = tensor.squeeze(0)
         else:
             out[_rename(key, _ENCODER)] = tensor
+    return out
+
+
+def hf_to_meta_rotary(weight: torch.Tensor, heads: int) -> torch.Tensor:
+    """transformers' LLaMA q/k rows (per head: first halves, then second halves of the rotated pairs) -> Meta's
+    interleaved pairs, the layout `apply_rotary_emb` rotates: the inverse of transformers' conversion `permute`."""
+    out_features, in_features = weight.shape
+    return weight.view(heads, 2, out_features // heads // 2, in_features).transpose(1, 2).reshape(weight.shape)
+
+
+def release_model_state_dict(model: dict[str, torch.Tensor], d) -> dict[str, torch.Tensor]:
+    """A whole `OneLLMModel` state dict under the release's names (`llma.*`), LLaMA's q and k in Meta's layout."""
+    encoder = {k.removeprefix("encoder."): v for k, v in model.items() if k.startswith("encoder.")}
+    upm = {k.removeprefix("projection."): v for k, v in model.items() if k.startswith("projection.")}
+    out = release_state_dict(encoder, upm)
+    for key, tensor in model.items():
+        if key.startswith(("encoder.", "projection.")) or "rotary_emb" in key:
+            continue
+        name = _rename(key, _LLM)
+        out[name] = hf_to_meta_rotary(tensor, d.llm_heads) if re.search(r"attention\.w[qk]\.", name) else tensor
     return out
 
 
@@ -279,3 +315,73 @@ def with_tags(sd, tokens, modal):
     b = tokens.shape[0]
     start, end = sd[f"{L}start_tag.{modal}"].expand(b, -1, -1), sd[f"{L}end_tag.{modal}"].expand(b, -1, -1)
     return torch.cat([start, tokens, end], dim=1)
+
+
+# -- LLaMA-2 and the whole model (Transformer.forward, MetaModel.forward) --------------------------------------
+def precompute_freqs_cis(dim: int, end: int, theta: float = 10000.0) -> torch.Tensor:
+    freqs = 1.0 / (theta ** (torch.arange(0, dim, 2)[: dim // 2].float() / dim))
+    return torch.polar(torch.ones(end, dim // 2), torch.outer(torch.arange(end).float(), freqs))  # complex64
+
+
+def apply_rotary_emb(x: torch.Tensor, freqs_cis: torch.Tensor) -> torch.Tensor:
+    """`[B, L, H, hd]` rotated as complex numbers over interleaved pairs `(2i, 2i + 1)`."""
+    pairs = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))
+    return torch.view_as_real(pairs * freqs_cis[None, :, None, :]).flatten(3).type_as(x)
+
+
+def causal_attention(q, k, v):
+    """`flash_attn_func(q, k, v, causal=True)` on `[B, L, H, hd]`, written out."""
+    q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, H, L, hd)
+    length = q.shape[2]
+    scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
+    scores = scores + torch.full((length, length), float("-inf")).triu(1)
+    return (scores.softmax(-1) @ v).transpose(1, 2)  # (B, L, H, hd)
+
+
+def llama(sd, h, d):
+    """The LLM's blocks and final norm over embeddings `h` `[B, L, D]`, positions 0..L-1, causal (`mask` set)."""
+    b, length, width = h.shape
+    head_dim = width // d.llm_heads
+    freqs = precompute_freqs_cis(head_dim, length)
+    for i in range(d.llm_layers):
+        p = f"{L}layers.{i}."
+        x = rms_norm(h, sd[p + "attention_norm.weight"], d.rms_eps)
+        q, k, v = (x @ sd[p + f"attention.w{w}.weight"].T for w in "qkv")
+        q, k, v = (t.view(b, length, d.llm_heads, head_dim) for t in (q, k, v))
+        out = causal_attention(apply_rotary_emb(q, freqs), apply_rotary_emb(k, freqs), v)
+        h = h + out.reshape(b, length, width) @ sd[p + "attention.wo.weight"].T
+        f = rms_norm(h, sd[p + "ffn_norm.weight"], d.rms_eps)
+        h = h + (F.silu(f @ sd[p + "feed_forward.w1.weight"].T) * (f @ sd[p + "feed_forward.w3.weight"].T)) \
+            @ sd[p + "feed_forward.w2.weight"].T  # fmt: skip
+    return rms_norm(h, sd[L + "norm.weight"], d.rms_eps)
+
+
+def forward(sd, examples, image, modal, d, point_columns=slice(3, 6)):
+    """`Transformer.forward(examples, image, modal)`: `[BOS] + start + Q tokens + end + text` -> logits of
+    `h[:, prefix_len:]`, one per position of `examples` (the end tag's first: it predicts the first text token)."""
+    h = sd[L + "tok_embeddings.weight"][examples]
+    prefix_len = 0
+    if image is not None:
+        tokens = project(sd, encode_features(sd, image, modal, d, point_columns), modal, d)
+        block = with_tags(sd, tokens, modal)  # [start; tokens; end]
+        h = torch.cat([h[:, :1], block, h[:, 1:]], dim=1)
+        prefix_len = tokens.shape[1] + 1 + 1
+    return llama(sd, h, d)[:, prefix_len:] @ sd[L + "output.weight"].T
+
+
+def loss(output, labels, vocab_size):
+    """`MetaModel.forward`: shift, cross-entropy with `ignore_index=0` (the pad id); 0 when nothing is supervised."""
+    output, labels = output[:, :-1], labels[:, 1:]
+    if labels.sum() == 0:
+        return output.mean() * 0
+    return F.cross_entropy(output.reshape(-1, vocab_size), labels.flatten(), ignore_index=0)
+
+
+def greedy(sd, examples, image, modal, d, steps, point_columns=slice(3, 6)):
+    """Greedy tokens by recomputing the whole sequence each step (the release's cached decoding, without
+    `forward_inference`'s two-position cache offset)."""
+    tokens = examples
+    for _ in range(steps):
+        next_token = forward(sd, tokens, image, modal, d, point_columns)[:, -1].argmax(-1, keepdim=True)
+        tokens = torch.cat([tokens, next_token], dim=1)
+    return tokens[:, examples.shape[1]:]
