@@ -37,3 +37,14 @@ ONELLM_MODALITY_TOKEN_INDEX = MappingProxyType({
 The release has no placeholders (it puts its one input right after BOS); owl2 gives each modality its own
 negative id, outside every vocabulary, so that a prompt can hold several inputs of several modalities.
 Read-only; `OneLLMConfig.modality_token_index` defaults to a copy (of its configured modalities' entries)."""
+
+DEBUG_ENV = "OWL2_DEBUG"
+"""Environment variable that, set to anything but "" or "0", lets the `owl2` command and the training entry
+point show a traceback where they would print one line for bad input or a failed write."""
+
+
+def debug_enabled() -> bool:
+    """Whether `DEBUG_ENV` asks for tracebacks."""
+    import os
+
+    return os.environ.get(DEBUG_ENV, "") not in ("", "0")

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import sys
+
+from owl2.constants import debug_enabled
 
 SUBCOMMANDS = [
     "owl2.cli.demo",
@@ -20,6 +21,7 @@ SUBCOMMANDS = [
     "owl2.cli.generate",
     "owl2.cli.eval",
     "owl2.cli.data",
+    "owl2.cli.checkpoint",
 ]
 """Modules defining subcommands, in help order."""
 
@@ -29,9 +31,7 @@ class UsageError(Exception):
 
 
 USER_ERRORS = (UsageError, FileNotFoundError, NotADirectoryError, PermissionError, ValueError, KeyError)
-"""Exceptions printed as one line instead of a traceback (unless `DEBUG_ENV` is set)."""
-DEBUG_ENV = "OWL2_DEBUG"
-"""Environment variable that, set to anything but "" or "0", shows the traceback of a `USER_ERRORS` exception."""
+"""Exceptions printed as one line instead of a traceback (unless `owl2.constants.DEBUG_ENV` is set)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except USER_ERRORS as e:
-        if os.environ.get(DEBUG_ENV, "") not in ("", "0"):
+        if debug_enabled():
             raise
         message = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"owl2 {args.command}: error: {message}", file=sys.stderr)

@@ -14,6 +14,8 @@ _EXPORTS = {
     "TrainConfig": "owl2.train.config",
     "load_train_config": "owl2.train.config",
     "NonFiniteLossError": "owl2.train.loop",
+    "OutputWriteError": "owl2.train.checkpoint",
+    "Preempted": "owl2.train.preemption",
     "run": "owl2.train.loop",
 }
 

@@ -1,28 +1,68 @@
-"""Resumable checkpoints, written atomically (replaces the official `Trainer._save_checkpoint`).
+"""Resumable checkpoints, written atomically and verified on resume (replaces the official
+`Trainer._save_checkpoint`).
 
 `checkpoint-<step>/` holds DeepSpeed's engine state (model, optimizer, scheduler; ZeRO shards per
-rank) under `engine/`, plus `trainer_state.json` (step, data position) and one `rng-<rank>.pt` per
-rank. Everything is written to `.checkpoint-<step>.tmp/` and renamed by rank 0 once every rank has
-finished, so a crash mid-save leaves the previous checkpoint as the latest complete one. Assumes
-`output_dir` is on a file system shared by all nodes (as DeepSpeed's own default does).
+rank) under `engine/`, `trainer_state.json` (step, data position), one `rng-<rank>.safetensors` per
+rank, and last `manifest.json` (every file's size and SHA-256; `owl2.train.manifest`). Everything is
+written to `.checkpoint-<step>.tmp/` and renamed by rank 0 once every rank has finished, so a crash
+mid-save leaves the previous checkpoint as the latest complete one.
+
+On resume rank 0 checks the newest checkpoint against its manifest; a damaged one (a file missing,
+truncated or changed, or no manifest) is named, renamed to `checkpoint-<step>.damaged-<n>` (never
+deleted) and the next newest is tried; the other ranks wait and load the one rank 0 chose. A write
+that fails (a full disk, a quota, a read-only mount) raises `OutputWriteError` naming the folder, the
+space the checkpoint needs and the space free; the partial folder is removed and the previous
+checkpoint is left as it was.
+
+The RNG state is stored without pickle, so that nothing here needs `torch.load(weights_only=False)`:
+torch's generator state as a tensor, Python's and numpy's Mersenne Twister states as JSON in the
+safetensors metadata. DeepSpeed's own `engine/` files are pickles that DeepSpeed loads itself.
+Assumes `output_dir` is on a file system shared by all nodes (as DeepSpeed's own default does).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import random
-import re
 import shutil
+import traceback
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.distributed as dist
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 
-PATTERN = re.compile(r"^checkpoint-(\d+)$")
+from owl2.train.manifest import (
+    checkpoint_folders,
+    digest_files,
+    format_bytes,
+    list_files,
+    manifest_size,
+    move_aside,
+    verify,
+    write_manifest,
+)
+
 ENGINE_DIR, ENGINE_TAG = "engine", "state"
 STATE_FILE = "trainer_state.json"
+RNG_FILE = "rng-{rank}.safetensors"
+WRITE_ERRORS = (OSError, RuntimeError, SafetensorError)
+"""What a failed write raises: `OSError` from Python's own files, but `RuntimeError` from `torch.save`
+(a full tmpfs gives "unexpected pos 576 vs 534" or "write(): fd 3 failed with No space left on
+device") and `SafetensorError` from safetensors. See `is_write_failure`."""
+
+log = logging.getLogger(__name__)
+
+
+class OutputWriteError(OSError):
+    """A checkpoint, `final/` or `output_dir` itself could not be written; the message names the folder,
+    the space needed and the space free. An `OSError`, so callers handling I/O failures keep doing so."""
 
 
 @dataclass
@@ -38,61 +78,232 @@ class TrainerState:
 
 
 def checkpoints(output_dir: str | Path) -> list[Path]:
-    """Complete checkpoints in `output_dir`, oldest first."""
-    found = [(int(m.group(1)), p) for p in Path(output_dir).glob("checkpoint-*") if (m := PATTERN.match(p.name))]
-    return [p for _, p in sorted(found) if (p / STATE_FILE).is_file()]
+    """The `checkpoint-<step>/` folders in `output_dir`, oldest first (unverified; see `resume_checkpoint`)."""
+    return checkpoint_folders(output_dir)
 
 
 def latest_checkpoint(output_dir: str | Path) -> Path | None:
-    """The newest complete checkpoint, or None."""
+    """The newest checkpoint folder, or None."""
     found = checkpoints(output_dir)
     return found[-1] if found else None
 
 
-def _rng_state() -> dict:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+def _on_rank0(decide: Callable[[], Any]) -> Any:
+    """Run `decide` on rank 0 and hand its result, or its `OutputWriteError`, to every rank (collective)."""
+    box: list[Any] = [None]
+    if dist.get_rank() == 0:
+        try:
+            box[0] = ("ok", decide())
+        except OutputWriteError as e:
+            box[0] = ("error", str(e))
+    dist.broadcast_object_list(box, src=0)
+    kind, value = box[0]
+    if kind == "error":
+        raise OutputWriteError(value)
+    return value
 
 
-def _set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
+def check_output_dir(output_dir: str | Path, config_yaml: str) -> None:
+    """Create `output_dir` and write its `config.yaml` on rank 0, before any training; every rank.
+
+    Raises:
+        OutputWriteError: On every rank, if the folder cannot be created or written to.
+    """
+    out = Path(output_dir)
+
+    def create() -> None:
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "config.yaml").write_text(config_yaml)
+        except OSError as e:
+            where = f": {e.filename}" if e.filename else ""
+            raise OutputWriteError(f"output_dir: {out}: cannot create it or write into it ({e.strerror or e}{where}); "
+                                   "expected a folder this process can write to") from None
+
+    _on_rank0(create)
+
+
+def resume_checkpoint(output_dir: str | Path) -> Path | None:
+    """The newest good checkpoint to resume from (None: start from scratch); every rank.
+
+    Rank 0 removes temporary folders left by interrupted saves, verifies checkpoints newest first and
+    moves each damaged one aside, saying what is wrong with it; the other ranks wait for its choice.
+
+    Raises:
+        OutputWriteError: On every rank, if a damaged checkpoint cannot be moved aside.
+    """
+    out = Path(output_dir)
+
+    def choose() -> str | None:
+        for tmp in out.glob(".checkpoint-*.tmp"):
+            shutil.rmtree(tmp, ignore_errors=True)  # never renamed into place: incomplete by construction
+        damaged = False
+        for folder in reversed(checkpoints(out)):
+            problems = verify(folder)
+            if not problems:
+                if damaged:
+                    log.warning("resuming from %s", folder)
+                return str(folder)
+            damaged = True
+            try:
+                aside = move_aside(folder)
+            except OSError as e:
+                raise OutputWriteError(f"{folder}: damaged ({problems[0]}) and cannot be moved aside "
+                                       f"({e.strerror or e}); move or remove it and re-run") from None
+            more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+            log.warning("%s: damaged, not resuming from it: %s%s; moved to %s", folder, "; ".join(problems[:3]),
+                        more, aside.name)
+        if damaged:
+            log.warning("%s: no good checkpoint left; starting from scratch", out)
+        return None
+
+    chosen = _on_rank0(choose)
+    return Path(chosen) if chosen is not None else None
+
+
+def save_rng_state(path: Path) -> None:
+    """Write this process's Python, numpy and torch RNG states to a safetensors file (no pickle)."""
+    version, internal, gauss_next = random.getstate()
+    name, keys, position, has_gauss, cached_gaussian = np.random.get_state()
+    metadata = {
+        "python": json.dumps([version, list(internal), gauss_next]),
+        "numpy": json.dumps([name, keys.tolist(), int(position), int(has_gauss), float(cached_gaussian)]),
+    }
+    save_file({"torch": torch.get_rng_state()}, str(path), metadata=metadata)
+
+
+def load_rng_state(path: Path) -> None:
+    """Restore the states `save_rng_state` wrote (no pickle involved)."""
+    with safe_open(str(path), framework="pt") as f:
+        metadata = f.metadata()
+        torch.set_rng_state(f.get_tensor("torch"))
+    version, internal, gauss_next = json.loads(metadata["python"])
+    random.setstate((version, tuple(internal), gauss_next))
+    name, keys, position, has_gauss, cached_gaussian = json.loads(metadata["numpy"])
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), position, has_gauss, cached_gaussian))
 
 
 def write_trainer_state(folder: Path, state: TrainerState) -> None:
-    """Rank 0's part of a checkpoint: the trainer state (its presence marks the checkpoint complete)."""
+    """Rank 0's part of a checkpoint: the trainer state."""
     (folder / STATE_FILE).write_text(json.dumps(asdict(state), indent=2) + "\n")
 
 
+def _digest_shared(folder: Path) -> dict[str, dict[str, int | str]]:
+    """Size and SHA-256 of every file in `folder`, the files dealt out over the ranks; all on rank 0 (collective)."""
+    rank, world = dist.get_rank(), dist.get_world_size()
+    box = [sorted(list_files(folder).items(), key=lambda item: -item[1]) if rank == 0 else None]
+    dist.broadcast_object_list(box, src=0)
+    names = [name for name, _ in box[0]]  # largest first, dealt round-robin: shares of similar size
+    mine = digest_files(folder, names[rank::world])
+    gathered: list[Any] | None = [None] * world if rank == 0 else None
+    dist.gather_object(mine, gathered, dst=0)
+    return {name: entry for part in gathered for name, entry in part.items()} if rank == 0 else {}
+
+
+def is_write_failure(error: BaseException) -> bool:
+    """Whether a `WRITE_ERRORS` exception is a failed write: any `OSError` or `SafetensorError`, and a
+    `RuntimeError` only from `torch.save` (torch/serialization.py). A collective raises `RuntimeError` too
+    when another rank failed and left ("Connection closed by peer"): that is not this rank's write."""
+    if not isinstance(error, RuntimeError):
+        return isinstance(error, WRITE_ERRORS)
+    frames = traceback.extract_tb(error.__traceback__)
+    return any(Path(frame.filename).match("torch/serialization.py") for frame in frames)
+
+
+def _folder_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else 0
+
+
+def write_error(error: BaseException, tmp: Path, name: str, needed: int | None = None, needed_is: str = "",
+                kept: str = "") -> OutputWriteError:
+    """Remove the partial folder `tmp` of `name` and describe the failed write; the caller raises the result.
+
+    Args:
+        error: What the write raised.
+        tmp: The temporary folder being written (removed here).
+        name: What was being written, e.g. "checkpoint-40" or "final/".
+        needed: Bytes the whole of it takes, if known (e.g. the previous checkpoint's size).
+        needed_is: Where `needed` comes from, for the message.
+        kept: What is left as it was, for the message (e.g. the previous checkpoint).
+    """
+    # the failed writer (torch's zip writer, say) still holds its file open from a frame of the traceback or
+    # of the error that led to it: dropping the frames' locals closes it, else the space would stay taken
+    seen: BaseException | None = error
+    while seen is not None:
+        traceback.clear_frames(seen.__traceback__)
+        seen = seen.__cause__ or seen.__context__
+    written = _folder_bytes(tmp)
+    shutil.rmtree(tmp, ignore_errors=True)
+    out = tmp.parent
+    lines = str(error).strip().splitlines()
+    reason = getattr(error, "strerror", None) or (lines[0] if lines else type(error).__name__)
+    if isinstance(error, RuntimeError):
+        reason = f"torch.save failed: {reason}"
+    if getattr(error, "filename", None):
+        reason += f" ({error.filename})"
+    sizes = f"{format_bytes(written)} had been written"
+    if needed is not None:
+        sizes = f"it needs about {format_bytes(needed)} ({needed_is}), {sizes}"
+    try:
+        free = shutil.disk_usage(out).free
+        sizes += f", {format_bytes(free)} free there now"
+        if needed is not None and free < needed:
+            sizes = f"not enough space: {sizes} (free {format_bytes(needed - free)} more)"
+    except OSError:
+        pass
+    kept = f"; {kept} is intact" if kept else ""
+    return OutputWriteError(f"{out}: could not write {name}: {reason}; {sizes}. Removed the partial {tmp.name}{kept}")
+
+
 def save_checkpoint(engine, output_dir: str | Path, state: TrainerState, keep: int = 0) -> Path:
-    """Write `checkpoint-<step>/` atomically; call on every rank.
+    """Write `checkpoint-<step>/` atomically, its manifest last; call on every rank.
 
     Args:
         engine: The DeepSpeed engine.
         output_dir: The run folder.
         state: The trainer state after `state.step` optimizer steps.
-        keep: Checkpoints to keep, oldest deleted first (0 keeps all).
+        keep: Checkpoints to keep, oldest deleted first once the new one is in place (0 keeps all).
 
     Returns:
         The checkpoint folder.
+
+    Raises:
+        OutputWriteError: If a rank's write fails; that rank removes the temporary folder and the previous
+            checkpoints stay as they were. Ranks whose writes succeeded are left in one of DeepSpeed's
+            barriers, where they wait, or fail as the failed rank exits (gloo: "Connection closed by peer",
+            raised as it is), until the launcher stops them.
     """
     rank = dist.get_rank()
-    final = Path(output_dir) / f"checkpoint-{state.step}"
-    tmp = Path(output_dir) / f".checkpoint-{state.step}.tmp"
-    if rank == 0 and tmp.exists():
-        shutil.rmtree(tmp)  # left by an earlier crash
-    dist.barrier()
-    engine.save_checkpoint(str(tmp / ENGINE_DIR), tag=ENGINE_TAG)
-    torch.save(_rng_state(), tmp / f"rng-{rank}.pt")
-    dist.barrier()
-    if rank == 0:
-        write_trainer_state(tmp, state)
-        if final.exists():
-            shutil.rmtree(final)
-        tmp.rename(final)
-        if keep > 0:
-            for old in checkpoints(output_dir)[:-keep]:
-                shutil.rmtree(old)
+    out = Path(output_dir)
+    final, tmp = out / f"checkpoint-{state.step}", out / f".checkpoint-{state.step}.tmp"
+    previous = latest_checkpoint(out)
+    try:
+        if rank == 0:
+            if tmp.exists():
+                shutil.rmtree(tmp)  # left by an earlier crash
+            (tmp / ENGINE_DIR).mkdir(parents=True)  # here rather than in DeepSpeed, which logs a failure and goes on
+        dist.barrier()
+        engine.save_checkpoint(str(tmp / ENGINE_DIR), tag=ENGINE_TAG)
+        save_rng_state(tmp / RNG_FILE.format(rank=rank))
+        dist.barrier()
+        if rank == 0:
+            write_trainer_state(tmp, state)
+        files = _digest_shared(tmp)
+        if rank == 0:
+            write_manifest(tmp, files)
+            if final.exists():
+                shutil.rmtree(final)
+            tmp.rename(final)
+    except WRITE_ERRORS as e:
+        if not is_write_failure(e):
+            raise
+        if previous is None:
+            raise write_error(e, tmp, final.name) from e
+        raise write_error(e, tmp, final.name, manifest_size(previous), f"the size of {previous.name}",
+                          previous.name) from e
+    if rank == 0 and keep > 0:
+        for old in checkpoints(out)[:-keep]:
+            shutil.rmtree(old)
     dist.barrier()
     return final
 
@@ -102,7 +313,7 @@ def load_checkpoint(engine, folder: Path) -> TrainerState:
     path, _ = engine.load_checkpoint(str(folder / ENGINE_DIR), tag=ENGINE_TAG)
     if path is None:
         raise FileNotFoundError(f"{folder / ENGINE_DIR}: DeepSpeed found no engine state to resume from")
-    rng = folder / f"rng-{dist.get_rank()}.pt"
+    rng = folder / RNG_FILE.format(rank=dist.get_rank())
     if rng.is_file():  # a different world size resumes with fresh per-rank RNG
-        _set_rng_state(torch.load(rng, weights_only=False))
+        load_rng_state(rng)
     return TrainerState(**json.loads((folder / STATE_FILE).read_text()))

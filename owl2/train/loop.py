@@ -1,9 +1,11 @@
 """The training loop on the DeepSpeed engine (official `train.py` `train()` and the transformers
 `Trainer` loop it relies on; paper section 3.3 "Training Paradigm").
 
-`run(config)` builds the model, applies the stage policy, builds the data, AdamW groups and the
-schedule, resumes from the latest checkpoint in `output_dir` if any, trains, and writes `final/`.
-The same code runs as one plain process or under the `deepspeed` launcher on many nodes.
+`run(config)` checks that `output_dir` is writable, builds the model, applies the stage policy, builds
+the data, AdamW groups and the schedule, resumes from the newest good checkpoint in `output_dir` if any,
+trains, and writes `final/`. The same code runs as one plain process or under the `deepspeed` launcher on
+many nodes. SIGTERM, SIGUSR1 and a first Ctrl-C stop it after the current step with a checkpoint
+(`owl2.train.preemption`); a failed write stops it with `OutputWriteError` (`owl2.train.checkpoint`).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from owl2.train.data import ResumableSampler, build_data
 from owl2.train.metrics import MetricsWriter, plot_loss_curve
 from owl2.train.optim import param_groups
 from owl2.train.policy import apply_policy, trainable_patterns
+from owl2.train.preemption import Preempted, StopSignals, signal_name
 from owl2.train.schedule import build_scheduler, warmup_steps_for
 
 FINAL_DIR = "final"
@@ -57,7 +60,7 @@ def build_model(config: TrainConfig) -> Owl2Model:
 
 
 def run(config: TrainConfig) -> Path:
-    """Train one stage as configured; resumes from `output_dir`'s latest checkpoint if there is one.
+    """Train one stage as configured; resumes from `output_dir`'s newest good checkpoint if there is one.
 
     Works in-process (one rank, gloo) or under the `deepspeed` launcher.
 
@@ -66,19 +69,24 @@ def run(config: TrainConfig) -> Path:
 
     Raises:
         NonFiniteLossError: If the loss turns NaN or inf (the message names the step).
+        OutputWriteError: If `output_dir`, a checkpoint or `final/` cannot be written (a full disk, a quota, a
+            read-only mount): the message names the folder and the space needed and free.
+        Preempted: After SIGTERM, SIGUSR1 or Ctrl-C, once the checkpoint of the step it stopped at is written.
     """
     config.validate()
+    with StopSignals() as stop:
+        return _run(config, stop)
+
+
+def _run(config: TrainConfig, stop: StopSignals) -> Path:
     # HF tokenizers spread each call over a thread pool: for a data loader's short texts that costs more
     # than it saves, and the threads compete with torch's (on the 2-core demo, 6% of the step)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     ds.init_distributed()
     rank, world = dist.get_rank(), dist.get_world_size()
     out = Path(config.output_dir)
-    if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
-    dist.barrier()
-    resume_from = ckpt.latest_checkpoint(out)
+    ckpt.check_output_dir(out, yaml.safe_dump(config.to_dict(), sort_keys=False))
+    resume_from = ckpt.resume_checkpoint(out)
 
     model = build_model(config)
     apply_policy(model, trainable_patterns(config.stage, config.trainable))
@@ -105,9 +113,11 @@ def run(config: TrainConfig) -> Path:
         state = ckpt.TrainerState()
         torch.manual_seed(config.seed + rank)
     writer = MetricsWriter(out, state.step, config.tensorboard) if rank == 0 else None
+    progress = tqdm(total=total, initial=state.step, disable=rank != 0, desc=f"{config.stage}", dynamic_ncols=True)
     try:
-        _train(engine, config, dataset, processor.pad_token_id, sampler, state, total, writer, clip)
+        _train(engine, config, dataset, processor.pad_token_id, sampler, state, total, writer, progress, clip, stop)
     finally:
+        progress.close()  # ends the bar's line before any message
         if writer is not None:
             writer.close()
     final = save_final(engine, processor, out)
@@ -137,27 +147,27 @@ def _micro_batches(dataset, config: TrainConfig, pad_token_id: int, sampler: Res
         state.epoch, state.samples_in_epoch = state.epoch + 1, 0
 
 
-def _train(engine, config: TrainConfig, dataset, pad_token_id: int, sampler: ResumableSampler,
-           state: ckpt.TrainerState, total: int, writer: MetricsWriter | None, clip: float) -> None:
+def _train(engine, config: TrainConfig, dataset, pad_token_id: int, sampler: ResumableSampler, state: ckpt.TrainerState,
+           total: int, writer: MetricsWriter | None, progress: tqdm, clip: float, stop: StopSignals) -> None:
     """Run optimizer steps until `total` (or `stop_at_step`), logging and checkpointing on the way.
 
     `clip` > 0 clips the all-reduced gradients to that global norm before each update (where DeepSpeed
-    does not; see `engine.trainer_clips`).
+    does not; see `engine.trainer_clips`). Once any rank's `stop` has a signal, every rank finishes the
+    step, checkpoints it and raises `Preempted`.
 
     The loss of a step is the mean over every supervised token of its global batch (all micro-batches,
     all ranks), so the result does not depend on how the batch is split over ranks and accumulation.
     """
     rank, world, out = dist.get_rank(), dist.get_world_size(), Path(config.output_dir)
     accum = config.gradient_accumulation_steps
-    stop = min(total, config.stop_at_step or total)
-    progress = tqdm(total=total, initial=state.step, disable=rank != 0, desc=f"{config.stage}", dynamic_ncols=True)
+    last = min(total, config.stop_at_step or total)
     window = torch.zeros(4, dtype=torch.float64)  # loss sum, steps, samples, tokens (all ranks)
     started, saved_at = time.perf_counter(), state.step
     num_image_tokens = engine.module.config.num_image_tokens
     trainable = [p for p in engine.module.parameters() if p.requires_grad]
     grad_norm = None
     stream = _micro_batches(dataset, config, pad_token_id, sampler, state)
-    while state.step < stop:
+    while state.step < last:
         micro = [next(stream) for _ in range(accum)]
         counts = torch.tensor([0.0 if empty else float((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b, empty in micro]
                               + [0.0 if empty else b["input_ids"].shape[0] for b, empty in micro], dtype=torch.float64)
@@ -165,7 +175,7 @@ def _train(engine, config: TrainConfig, dataset, pad_token_id: int, sampler: Res
         supervised, samples = float(counts[:accum].sum()), float(counts[accum:].sum())
         # DeepSpeed divides by `accum` and averages over ranks; this undoes both for a global token mean
         num_items = torch.tensor(max(supervised, 1.0) / (world * accum))
-        stats = torch.zeros(3, dtype=torch.float64)  # loss, non-finite micro-batches, tokens
+        stats = torch.zeros(4, dtype=torch.float64)  # loss, non-finite micro-batches, tokens, stop requests
         lr = max(engine.get_lr())
         for batch, empty in micro:
             batch = {k: v.to(engine.device) if v is not None else None for k, v in batch.items()}
@@ -175,9 +185,9 @@ def _train(engine, config: TrainConfig, dataset, pad_token_id: int, sampler: Res
             images = 0 if batch["pixel_values"] is None else batch["pixel_values"].shape[0]
             finite = bool(torch.isfinite(loss.detach()))
             step_stats = torch.tensor([loss.item() / (world * accum) if finite else 0.0, float(not finite),
-                                       int(batch["attention_mask"].sum()) + images * (num_image_tokens - 1)],
-                                      dtype=torch.float64)
-            dist.all_reduce(step_stats)
+                                       int(batch["attention_mask"].sum()) + images * (num_image_tokens - 1),
+                                       float(stop.requested)], dtype=torch.float64)
+            dist.all_reduce(step_stats)  # the same sums on every rank: they agree on NaN and on stopping
             if step_stats[1] > 0:  # checked before the update, on every rank alike
                 latest = ckpt.latest_checkpoint(out)
                 raise NonFiniteLossError(
@@ -192,7 +202,7 @@ def _train(engine, config: TrainConfig, dataset, pad_token_id: int, sampler: Res
         state.step += 1
         progress.update(1)
         window += torch.tensor([stats[0], 1.0, samples, stats[2]], dtype=torch.float64)
-        if state.step % config.logging_steps == 0 or state.step == stop:
+        if state.step % config.logging_steps == 0 or state.step == last:
             elapsed = max(time.perf_counter() - started, 1e-9)
             record = {"step": state.step, "loss": float(window[0] / window[1]), "lr": lr,
                       "samples_per_s": float(window[2] / elapsed), "tokens_per_s": float(window[3] / elapsed),
@@ -207,25 +217,39 @@ def _train(engine, config: TrainConfig, dataset, pad_token_id: int, sampler: Res
                 writer.log(record)
             window.zero_()
             started = time.perf_counter()
-        if (config.save_steps and state.step % config.save_steps == 0) or state.step == stop:
+        stopping = stats[3] > 0 and state.step < last
+        if (config.save_steps and state.step % config.save_steps == 0) or state.step == last or stopping:
             ckpt.save_checkpoint(engine, out, state, config.save_total_limit)
             saved_at = state.step
+        if stopping:
+            who = signal_name(stop.received) if stop.requested else "a stop signal to another rank"
+            raise Preempted(f"stopped after step {state.step} of {total} on {who}; checkpoint-{state.step} is "
+                            "written: re-run the same command to resume", state.step)
     if saved_at != state.step:
         ckpt.save_checkpoint(engine, out, state, config.save_total_limit)
-    progress.close()
 
 
 def save_final(engine, processor, output_dir: Path) -> Path:
-    """Write `final/` (consolidated weights, config, tokenizer, image processor) atomically; every rank."""
+    """Write `final/` (consolidated weights, config, tokenizer, image processor) atomically; every rank.
+
+    Raises:
+        OutputWriteError: If rank 0 cannot write it (the partial `.final.tmp` is removed; the checkpoints stay).
+    """
     state = ds.consolidated_state_dict(engine)
     final, tmp = output_dir / FINAL_DIR, output_dir / f".{FINAL_DIR}.tmp"
     if dist.get_rank() == 0:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        engine.module.save_pretrained(tmp, state_dict=state)
-        processor.save_pretrained(tmp)
-        if final.exists():
-            shutil.rmtree(final)
-        tmp.rename(final)
+        try:
+            if tmp.exists():
+                shutil.rmtree(tmp)
+            engine.module.save_pretrained(tmp, state_dict=state)
+            processor.save_pretrained(tmp)
+            if final.exists():
+                shutil.rmtree(final)
+            tmp.rename(final)
+        except ckpt.WRITE_ERRORS as e:
+            if not ckpt.is_write_failure(e):
+                raise
+            weights = sum(t.numel() * t.element_size() for t in state.values())
+            raise ckpt.write_error(e, tmp, f"{FINAL_DIR}/", weights, "the weights alone") from e
     dist.barrier()
     return final

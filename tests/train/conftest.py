@@ -1,4 +1,5 @@
-"""Shared pieces of the training tests: tiny smoke-config overrides and weight/logit comparisons."""
+"""Shared pieces of the training tests: tiny smoke-config overrides, weight/logit comparisons, and an
+uninterrupted 3-step run for interrupted ones to match."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 import torch
 
 from owl2 import Owl2Model
-from owl2.train import load_train_config
+from owl2.train import load_train_config, run
 from tests.conftest import REPO, toy_images
 
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
@@ -26,6 +27,14 @@ def tiny_config(stage: int, output_dir: Path, *overrides: str):
 
 def weights(folder: Path) -> dict[str, torch.Tensor]:
     return Owl2Model.from_pretrained(folder).state_dict()
+
+
+def assert_same_weights(a: Path, b: Path) -> None:
+    """The models saved in `a` and `b` are bit-identical."""
+    wa, wb = weights(a), weights(b)
+    assert set(wa) == set(wb)
+    for name in wa:
+        torch.testing.assert_close(wa[name], wb[name], rtol=0, atol=0, msg=name)
 
 
 @torch.no_grad()
@@ -48,3 +57,13 @@ def toy_init(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("toy-init")
     toy_model(seed=1).save_pretrained(folder)
     return folder
+
+
+STEPS3 = ["max_steps=3"]
+"""The run that interrupted tests stop part-way and resume (3 steps: one epoch of the tiny data)."""
+
+
+@pytest.fixture(scope="session")
+def uninterrupted(tmp_path_factory) -> Path:
+    """`final/` of the STEPS3 run done in one go."""
+    return run(tiny_config(1, tmp_path_factory.mktemp("uninterrupted"), *STEPS3))

@@ -1,10 +1,12 @@
 """The real `deepspeed` launcher with 2 CPU processes: ZeRO-2 stage 1 and ZeRO-3 stage 2 on the smoke
 configs; the loss falls, stage 1 keeps text-only logits bit-identical, stage 2 changes them, and
 2 processes match 1 process (same global batch, gradients clipped by the trainer in one and by DeepSpeed
-in the other) within tolerance."""
+in the other) within tolerance. A SIGTERM to one rank stops both after the same step with exit status 75,
+and the re-run ends bit-identical to the uninterrupted run."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -15,10 +17,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from owl2.train import run
+from owl2.train import manifest, run
+from owl2.train import checkpoint as ckpt
 from owl2.train.metrics import read_metrics
+from owl2.train.preemption import REQUEUE_EXIT
 from tests.conftest import REPO
-from tests.train.conftest import SMOKE, TINY, logits, tiny_config, weights
+from tests.train.conftest import SMOKE, TINY, assert_same_weights, logits, tiny_config, weights
 
 DEEPSPEED = Path(sys.executable).with_name("deepspeed")
 STEPS = 6
@@ -27,17 +31,25 @@ STAGE1 = ["data.synthetic_records=48", f"max_steps={STEPS}", "gradient_clipping=
 pytestmark = pytest.mark.skipif(shutil.which(str(DEEPSPEED)) is None, reason="deepspeed launcher not installed")
 
 
-def launch(stage: int, output_dir: Path, *overrides: str) -> Path:
-    """Run tools/train.py under `deepspeed --num_gpus 2` (CPU accelerator) and return `final/`."""
+def launch_script(script: str, stage: int, output_dir: Path, *overrides: str,
+                  status: int = 0) -> subprocess.CompletedProcess:
+    """Run `script` under `deepspeed --num_gpus 2` (CPU accelerator) with the smoke config of `stage`; check its
+    exit status."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     sets = [arg for o in [*TINY, f"output_dir={output_dir}", *overrides] for arg in ("--set", o)]
-    cmd = [str(DEEPSPEED), "--num_gpus", "2", "--master_port", str(port), "tools/train.py", "--config", str(SMOKE[stage]), *sets]
+    cmd = [str(DEEPSPEED), "--num_gpus", "2", "--master_port", str(port), script, "--config", str(SMOKE[stage]), *sets]
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
     env["DS_ACCELERATOR"] = "cpu"
     done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert done.returncode == status, done.stdout[-3000:] + done.stderr[-3000:]
+    return done
+
+
+def launch(stage: int, output_dir: Path, *overrides: str) -> Path:
+    """Run tools/train.py under `deepspeed --num_gpus 2` (CPU accelerator) and return `final/`."""
+    launch_script("tools/train.py", stage, output_dir, *overrides)
     return output_dir / "final"
 
 
@@ -84,3 +96,17 @@ def test_stage2_zero3_two_processes(stage1, tmp_path):
     assert_loss_falls(tmp_path)
     assert not torch.allclose(logits(final, with_image=False), logits(stage1, with_image=False))
     assert set(weights(final)) == set(weights(stage1))  # consolidated, not ZeRO-3 shards
+
+
+def test_sigterm_to_one_rank_stops_both_and_the_rerun_matches(stage1, toy_init, tmp_path):
+    # one launch: the preempted run, then the re-run in the same processes (see tests/train/preempt_rank1.py)
+    done = launch_script("tests/train/preempt_rank1.py", 1, tmp_path, *STAGE1, f"init_from={toy_init}",
+                         "deepspeed=configs/deepspeed/zero2.json", status=REQUEUE_EXIT)
+    assert "exit statuses: 75, then 0" in done.stdout
+    assert "stopped after step 3 of 6 on a stop signal to another rank; checkpoint-3 is written" in done.stderr
+    assert json.loads((tmp_path / "checkpoint-3" / ckpt.STATE_FILE).read_text())["step"] == 3
+    assert manifest.verify(tmp_path / "checkpoint-3") == []
+    assert {"rng-0.safetensors", "rng-1.safetensors"} <= set(manifest.read_manifest(tmp_path / "checkpoint-3"))
+    assert [c.name for c in ckpt.checkpoints(tmp_path)] == ["checkpoint-3", f"checkpoint-{STEPS}"]
+    assert [r["step"] for r in read_metrics(tmp_path)] == list(range(1, STEPS + 1))
+    assert_same_weights(tmp_path / "final", stage1)
