@@ -363,8 +363,13 @@ def test_save_and_load_round_trip(model, tmp_path):
             loaded = auto.from_pretrained(tmp_path)
             assert isinstance(loaded, OneLLMModel) and not loaded.training
             assert (loaded.config.modalities, loaded.config.modality_token_index) == (ALL_LIST, _DEFAULT_IDS)
+            # The weights round-trip exactly; the logits only up to rounding, since the kernels' rounding may
+            # depend on how the loaded tensors lie in memory (seen: 1e-6 apart in the CI run).
+            saved = model.state_dict()
+            for name, tensor in loaded.state_dict().items():
+                assert torch.equal(tensor, saved[name]), name
             got = loaded(ids, attention_mask=mask, modality_inputs=batch, padding_side="left").logits
-            assert_close(got, expected, rtol=0, atol=0)
+            assert_close(got, expected, rtol=1e-5, atol=1e-5)
 
 
 def test_release_preset_has_the_release_parameter_count():
