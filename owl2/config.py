@@ -13,6 +13,7 @@ sub-configs: its modality tokenizers (`OneLLMTokenizerConfig`) and its universal
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 from huggingface_hub.dataclasses import strict
@@ -299,6 +300,21 @@ class OneLLMProjectionConfig(PreTrainedConfig):
             )
 
 
+def check_onellm_modalities(modalities: Sequence[str]) -> tuple[str, ...]:
+    """`modalities` as a tuple, if they are distinct names from `ONELLM_MODALITIES`.
+
+    Raises:
+        ValueError: Naming the list and the unknown names, if any.
+    """
+    unknown = [m for m in modalities if m not in ONELLM_MODALITIES]
+    if unknown or len(set(modalities)) != len(modalities):
+        raise ValueError(
+            f"modalities must be distinct names from {ONELLM_MODALITIES}, got {list(modalities)}"
+            + (f" (unknown: {unknown})" if unknown else "")
+        )
+    return tuple(modalities)
+
+
 ONELLM_VISION_DEFAULTS = {"image_size": 224, "layer_norm_eps": 1e-5}
 """Where OneLLM's CLIP differs from `Owl2VisionConfig`'s defaults: the release runs open_clip's ViT-L/14 at 224 px,
 whose LayerNorms keep PyTorch's epsilon."""
@@ -352,13 +368,8 @@ class OneLLMConfig(PreTrainedConfig):
             if not isinstance(given, PreTrainedConfig):
                 setattr(self, key, {**defaults, **(given or {})})
         super().__post_init__(**kwargs)
-        self.modalities = list(ONELLM_MODALITIES if self.modalities is None else self.modalities)
-        unknown = [m for m in self.modalities if m not in ONELLM_MODALITIES]
-        if unknown or len(set(self.modalities)) != len(self.modalities):
-            raise ValueError(
-                f"modalities must be distinct names from {ONELLM_MODALITIES}, got {self.modalities}"
-                + (f" (unknown: {unknown})" if unknown else "")
-            )
+        given = ONELLM_MODALITIES if self.modalities is None else self.modalities
+        self.modalities = list(check_onellm_modalities(given))
         if self.modality_token_index is None:
             self.modality_token_index = {m: ONELLM_MODALITY_TOKEN_INDEX[m] for m in self.modalities}
         self._check_modality_token_index()

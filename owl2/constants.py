@@ -4,6 +4,7 @@ Kept apart from `owl2.config` so that data tools and the command line can use th
 transformers.
 """
 
+import os
 from types import MappingProxyType
 
 IMAGE_TOKEN_INDEX = -200
@@ -45,6 +46,4 @@ point show a traceback where they would print one line for bad input or a failed
 
 def debug_enabled() -> bool:
     """Whether `DEBUG_ENV` asks for tracebacks."""
-    import os
-
     return os.environ.get(DEBUG_ENV, "") not in ("", "0")

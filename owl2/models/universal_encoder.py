@@ -24,8 +24,8 @@ from timm.models import checkpoint_seq
 from torch import nn
 from transformers import initialization as init
 
-from owl2.config import OneLLMTokenizerConfig, Owl2VisionConfig
-from owl2.constants import ONELLM_MODALITIES, ONELLM_PIXEL_MODALITIES
+from owl2.config import OneLLMTokenizerConfig, Owl2VisionConfig, check_onellm_modalities
+from owl2.constants import ONELLM_PIXEL_MODALITIES
 from owl2.models.modality.audio import AudioTokenizer
 from owl2.models.modality.fmri import FmriTokenizer
 from owl2.models.modality.imu import ImuTokenizer
@@ -54,10 +54,7 @@ class UniversalEncoder(nn.Module):
         self, vision_config: Owl2VisionConfig, tokenizer_config: OneLLMTokenizerConfig, modalities: Sequence[str]
     ):
         super().__init__()
-        unknown = [m for m in modalities if m not in ONELLM_MODALITIES]
-        if unknown or len(set(modalities)) != len(modalities):
-            raise ValueError(f"modalities must be distinct names from {ONELLM_MODALITIES}, got {list(modalities)}")
-        self.modalities = tuple(modalities)
+        self.modalities = check_onellm_modalities(modalities)
         self.tokenizer_config = tokenizer_config
         self.clip = ClipVisionTransformer(vision_config)
         width = vision_config.hidden_size

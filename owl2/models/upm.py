@@ -72,8 +72,7 @@ from transformers import initialization as init
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.models.llama.modeling_llama import LlamaRMSNorm
 
-from owl2.config import OneLLMProjectionConfig
-from owl2.constants import ONELLM_MODALITIES
+from owl2.config import OneLLMProjectionConfig, check_onellm_modalities
 
 
 class ExpertAttention(nn.Module):
@@ -169,11 +168,8 @@ class UniversalProjection(nn.Module):
         self, config: OneLLMProjectionConfig, modalities: Sequence[str], input_size: int, output_size: int
     ):
         super().__init__()
-        unknown = [m for m in modalities if m not in ONELLM_MODALITIES]
-        if unknown or len(set(modalities)) != len(modalities):
-            raise ValueError(f"modalities must be distinct names from {ONELLM_MODALITIES}, got {list(modalities)}")
         self.config = config
-        self.modalities = tuple(modalities)
+        self.modalities = check_onellm_modalities(modalities)
         self.input_size, self.output_size = input_size, output_size
         hidden, queries = config.hidden_size, config.num_modality_tokens
 
