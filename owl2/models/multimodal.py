@@ -332,13 +332,54 @@ class MultimodalPreTrainedModel(PreTrainedModel):
         raise ValueError(f"input_ids hold {described} placeholders but no {self.modality_inputs_name} were given")
 
 
+def repeat_inputs_per_row(
+    inputs: torch.Tensor, input_ids: torch.LongTensor, placeholder: int, expand_size: int
+) -> torch.Tensor:
+    """Repeat each row's inputs `expand_size` times, as transformers repeats the rows for beams and samples.
+
+    transformers' `repeat_interleave` of every tensor along dim 0 is right for per-row tensors only; inputs
+    are per placeholder, so rows holding 2 and 1 inputs `[a, b | c]` must become `[a, b, a, b | c, c]`,
+    not `[a, a, b, b | c, c]`.
+
+    Args:
+        inputs: `(N, ...)` one input per placeholder, in order of appearance across the batch.
+        input_ids: `(B, T)` the prompts before expansion.
+        placeholder: This modality's placeholder id.
+        expand_size: Copies of each row (`num_beams` or `num_return_sequences`).
+    """
+    counts = (input_ids == placeholder).sum(dim=1)  # (B,) inputs per row
+    starts = counts.cumsum(0) - counts
+    index = [torch.arange(s, s + c).repeat(expand_size) for s, c in zip(starts.tolist(), counts.tolist())]
+    return inputs.index_select(0, torch.cat(index).to(inputs.device))
+
+
 class MultimodalGenerationMixin(GenerationMixin):
     """transformers' `GenerationMixin` for a `MultimodalPreTrainedModel`.
 
     Generated tokens are appended on the right, so the splice pads rows on the left; the prompt's forward
     returns the attention mask of the expanded sequence, which later steps (which see only new tokens)
-    carry on; the raw modality inputs are dropped once their tokens are in the cache.
+    carry on; the raw modality inputs are dropped once their tokens are in the cache; with beams or several
+    sequences per prompt, each row's inputs are repeated with the row (`repeat_inputs_per_row`).
     """
+
+    def _expand_inputs_for_generation(
+        self, expand_size: int = 1, is_encoder_decoder: bool = False, input_ids: torch.LongTensor | None = None, **kwargs
+    ) -> tuple[torch.LongTensor | None, dict[str, Any]]:
+        raw = kwargs.pop(self.modality_inputs_name, None)
+        expanded_ids, kwargs = super()._expand_inputs_for_generation(expand_size, is_encoder_decoder, input_ids, **kwargs)
+        if raw is not None and expand_size > 1 and input_ids is not None:
+            placeholders = self.placeholder_ids()
+            if isinstance(raw, torch.Tensor):  # one modality, one tensor (mPLUG-Owl2's pixel_values)
+                (placeholder,) = placeholders.values()
+                raw = repeat_inputs_per_row(raw, input_ids, placeholder, expand_size)
+            else:
+                raw = {  # an unknown modality is left for the forward to refuse by name
+                    m: repeat_inputs_per_row(x, input_ids, placeholders[m], expand_size) if m in placeholders else x
+                    for m, x in raw.items()
+                }
+        if raw is not None:
+            kwargs[self.modality_inputs_name] = raw
+        return expanded_ids, kwargs
 
     def prepare_inputs_for_generation(self, *args, is_first_iteration: bool | None = False, **kwargs) -> dict:
         inputs = super().prepare_inputs_for_generation(*args, is_first_iteration=is_first_iteration, **kwargs)
@@ -363,5 +404,6 @@ __all__ = [
     "MultimodalGenerationMixin",
     "MultimodalPreTrainedModel",
     "positions_from_mask",
+    "repeat_inputs_per_row",
     "splice_modality_tokens",
 ]

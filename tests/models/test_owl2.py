@@ -137,6 +137,19 @@ def test_cached_generation_equals_recompute_and_each_left_padded_row_alone(model
         assert torch.equal(alone[0, len(row) :], new_tokens[i]), f"row {i}"
 
 
+def test_beams_and_several_sequences_per_prompt_repeat_each_rows_images_with_the_row(model):
+    rows, ids, mask = _batch("left")  # rows with 1, 0 and 2 images: repeating per image would misplace them
+    images = toy_images(3, model.config)
+    kwargs = dict(max_new_tokens=3, do_sample=False, pad_token_id=0, num_beams=2, num_return_sequences=2)
+    batched = model.generate(input_ids=ids, attention_mask=mask, pixel_values=images, **kwargs)
+    assert batched.shape[0] == 2 * len(rows)
+    for i, (row, row_images) in enumerate(zip(rows, _split_images(rows, images))):
+        alone = model.generate(
+            input_ids=torch.tensor([row]), pixel_values=row_images if len(row_images) else None, **kwargs
+        )
+        assert torch.equal(alone[:, len(row) :], batched[2 * i : 2 * i + 2, ids.shape[1] :]), f"row {i}"
+
+
 def test_cached_logits_equal_a_full_forward(model):
     ids = torch.tensor([[5, IMG, 6, 7]])
     images = toy_images(1, model.config)

@@ -168,6 +168,17 @@ def test_left_padded_generation_is_cached_correctly_and_each_row_generates_what_
         assert torch.equal(single[0, len(row):], cached[i, ids.shape[1]:]), f"row {i}"
 
 
+def test_beams_and_several_sequences_per_prompt_repeat_each_rows_inputs_with_the_row(model):
+    rows = _rows(model)
+    batch, alone = _inputs_of(model, rows, seed=7)
+    ids, mask = _pad(rows, "left")
+    beams = dict(GENERATE, max_new_tokens=3, num_beams=2, num_return_sequences=2)
+    batched = model.generate(input_ids=ids, attention_mask=mask, modality_inputs=batch, **beams)
+    for i, (row, inputs) in enumerate(zip(rows, alone)):
+        single = model.generate(input_ids=torch.tensor([row]), modality_inputs=inputs, **beams)
+        assert torch.equal(single[:, len(row) :], batched[2 * i : 2 * i + 2, ids.shape[1] :]), f"row {i}"
+
+
 def test_cached_logits_equal_a_full_forward(model):
     p = model.config.modality_token_index
     inputs = {"audio": toy_inputs("audio", 1), "imu": toy_inputs("imu", 1)}
