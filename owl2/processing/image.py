@@ -8,11 +8,15 @@ normalise with the CLIP mean and std). The CLIP part is transformers' PIL-backed
 
 Beyond the official code: EXIF orientation is applied, and every Pillow mode becomes RGB
 (16-bit and float greyscale are scaled to 8 bits first, which `Image.convert` cannot do).
+
+`to_rgb` and `normalize` are shared with OneLLM's loaders (`owl2.processing.media`), whose official
+transforms are torchvision's rather than transformers'.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +49,23 @@ def to_rgb(image: Image.Image) -> Image.Image:
     elif image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")  # Pillow warns on a direct P -> RGB with transparency
     return image.convert("RGB")
+
+
+def normalize(
+    pixels: torch.Tensor,
+    mean: Sequence[float] = tuple(OPENAI_CLIP_MEAN),
+    std: Sequence[float] = tuple(OPENAI_CLIP_STD),
+) -> torch.Tensor:
+    """CLIP's normalisation `(pixels - mean) / std` per channel, in float32.
+
+    Args:
+        pixels: Float pixels in [0, 1], `(..., 3, H, W)`: one image, a batch or frames.
+        mean: Per-channel mean (CLIP's by default).
+        std: Per-channel standard deviation (CLIP's by default).
+    """
+    mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
+    std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
+    return (pixels.float() - mean) / std
 
 
 def expand_to_square(image: Image.Image, fill: tuple[int, int, int]) -> Image.Image:
@@ -128,9 +149,7 @@ class Owl2ImageProcessor:
         no-ops: the CLIP processor's arithmetic bit for bit (rescale in float64, rounded to float32, then
         normalise in float32) at a third of its cost, which shows in the data loader on small images."""
         pixels = (np.asarray(image).astype(np.float64) * self.clip.rescale_factor).astype(np.float32)  # (H, W, 3)
-        mean = np.asarray(self.clip.image_mean, dtype=np.float32)
-        std = np.asarray(self.clip.image_std, dtype=np.float32)
-        return torch.from_numpy(((pixels - mean) / std).transpose(2, 0, 1).copy())  # (3, H, W)
+        return normalize(torch.from_numpy(pixels).permute(2, 0, 1), self.clip.image_mean, self.clip.image_std)
 
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write `preprocessor_config.json` (CLIP's keys plus `image_aspect_ratio`) into `directory`."""

@@ -15,10 +15,22 @@ image's tokens.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 from owl2.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
-from owl2.processing.templates import ASSISTANT, IMAGE_PLACEHOLDER, ChatTemplate, get_template, validate_roles
+from owl2.processing.templates import (
+    ASSISTANT,
+    PLACEHOLDER_PATTERN,
+    PLACEHOLDERS,
+    ChatTemplate,
+    get_template,
+    validate_roles,
+)
+
+IMAGE_ONLY = MappingProxyType({"image": IMAGE_TOKEN_INDEX})
+"""The placeholders of mPLUG-Owl2 (modality -> id): `<|image|>` only."""
 
 
 @dataclass
@@ -42,32 +54,44 @@ class EncodedConversation:
         return len(self.input_ids) + self.num_images * (num_image_tokens - 1)
 
 
-def encode_text(text: str, tokenizer) -> list[int]:
-    """Token ids of `text` with `IMAGE_TOKEN_INDEX` where it says `<|image|>` (no BOS/EOS).
+def encode_text(text: str, tokenizer, placeholders: Mapping[str, int] = IMAGE_ONLY) -> list[int]:
+    """Token ids of `text` with a placeholder id where it says `<|image|>`, `<|audio|>` ... (no BOS/EOS).
 
     Args:
-        text: Text that may contain `<|image|>` placeholders.
+        text: Text that may contain placeholders (`owl2.processing.templates.PLACEHOLDERS`).
         tokenizer: Any transformers tokenizer.
+        placeholders: The model's modalities and their ids (`OneLLMConfig.modality_token_index`).
+
+    Raises:
+        ValueError: The text holds the placeholder of a modality that is not in `placeholders`.
     """
-    return encode_texts([text], tokenizer)[0]
+    return encode_texts([text], tokenizer, placeholders)[0]
 
 
-def encode_texts(texts: list[str], tokenizer) -> list[list[int]]:
+def encode_texts(texts: list[str], tokenizer, placeholders: Mapping[str, int] = IMAGE_ONLY) -> list[list[int]]:
     """`encode_text` of each of `texts`, with one tokenizer call for all of them.
 
     Each call of a transformers tokenizer costs about 0.1 ms however short the text, and a
     conversation is several short pieces: one call for all of them took a demo conversation's
     tokenization from 0.39 to 0.14 ms.
     """
-    pieces = [[chunk.strip() for chunk in text.split(IMAGE_PLACEHOLDER)] for text in texts]
+    ids_of = {PLACEHOLDERS[modality]: index for modality, index in placeholders.items()}
+    pieces, marks = [], []
+    for text in texts:
+        found = PLACEHOLDER_PATTERN.findall(text)
+        unknown = sorted(set(found) - set(ids_of))
+        if unknown:
+            raise ValueError(f"the text holds {', '.join(unknown)}, but this model takes only {', '.join(ids_of)}")
+        marks.append([ids_of[mark] for mark in found])
+        pieces.append([chunk.strip() for chunk in PLACEHOLDER_PATTERN.split(text)])
     chunks = [chunk for chunk_list in pieces for chunk in chunk_list if chunk]
     encoded = iter(tokenizer(chunks, add_special_tokens=False)["input_ids"] if chunks else [])
     result = []
-    for chunk_list in pieces:
+    for chunk_list, mark_ids in zip(pieces, marks):
         ids: list[int] = []
         for k, chunk in enumerate(chunk_list):
             if k > 0:
-                ids.append(IMAGE_TOKEN_INDEX)
+                ids.append(mark_ids[k - 1])
             if chunk:
                 ids.extend(next(encoded))
         result.append(ids)
@@ -79,6 +103,7 @@ def encode_conversation(
     tokenizer,
     template: str | ChatTemplate = "mplug_owl2",
     add_generation_prompt: bool = False,
+    placeholders: Mapping[str, int] = IMAGE_ONLY,
 ) -> EncodedConversation:
     """Tokenize a conversation turn by turn and build its label mask.
 
@@ -88,6 +113,7 @@ def encode_conversation(
         template: A `ChatTemplate` or its name in `TEMPLATES`.
         add_generation_prompt: For inference: the conversation ends with a user turn, and the ids end
             with the assistant prefix.
+        placeholders: The model's modalities and their placeholder ids (default: mPLUG-Owl2's image).
 
     Returns:
         The ids, the labels and the turn boundaries.
@@ -107,23 +133,28 @@ def encode_conversation(
         ids.extend(new_ids)
         labels.extend(new_ids if supervised else [IGNORE_INDEX] * len(new_ids))
 
-    texts = [template.prefix_text()] + [
-        m["content"] if m["role"] == ASSISTANT else template.user_text(m["content"]) for m in messages
+    leading, messages = template.move_inputs_first(messages)
+    texts = [leading, template.prefix_text()] + [
+        template.reply_text(m["content"]) if m["role"] == ASSISTANT else template.user_text(m["content"], turn)
+        for turn, m in enumerate(messages)
     ]
-    prefix, *turns = encode_texts(texts, tokenizer)
+    inputs, prefix, *turns = encode_texts(texts, tokenizer, placeholders)
     if tokenizer.bos_token_id is not None:
         add([tokenizer.bos_token_id], supervised=False)
-    add(prefix, supervised=False)
+    add(inputs + prefix, supervised=False)
+    reply_end = [tokenizer.eos_token_id] if template.eos_after_reply else []
     for message, turn in zip(messages, turns):
         if message["role"] == ASSISTANT:
-            add(turn + [tokenizer.eos_token_id], supervised=True)
+            add(turn + reply_end, supervised=True)
             turn_ends.append(len(ids))
         else:
             add(turn, supervised=False)
     if add_generation_prompt and messages and messages[-1]["role"] == ASSISTANT:
         raise ValueError("add_generation_prompt needs a conversation that ends with a user turn")
-    # image positions are never supervised, even if a reply contained a placeholder
-    labels = [IGNORE_INDEX if i == IMAGE_TOKEN_INDEX else lab for i, lab in zip(ids, labels)]
+    if not template.eos_after_reply and not add_generation_prompt:
+        add([tokenizer.eos_token_id], supervised=False)  # the sample's one EOS, unsupervised (OneLLM)
+    # placeholder positions are never supervised, even if a reply contained one
+    labels = [IGNORE_INDEX if i < 0 else lab for i, lab in zip(ids, labels)]
     return EncodedConversation(input_ids=ids, labels=labels, turn_ends=turn_ends)
 
 

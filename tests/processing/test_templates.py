@@ -110,3 +110,83 @@ def test_batched_encoding_equals_one_call_per_piece(tokenizer):
 
     assert encode_texts(texts, tokenizer) == [one_by_one(t) for t in texts]
     assert encode_texts([], tokenizer) == []
+
+
+# -- OneLLM's template and every modality's placeholder -------------------------------------------------------
+
+ONELLM_CHAT = [
+    {"role": "user", "content": "<|audio|>\nwhat is this sound ?"},
+    {"role": "assistant", "content": "a dog barking"},
+    {"role": "user", "content": "is it loud ?"},
+    {"role": "assistant", "content": "yes"},
+]
+
+
+def official_onellm_conversation(messages):
+    """The text OneLLM's `ConversationGenerator.add_speaker_and_signal` builds (`data/finetune_dataset.py`),
+    restated: the header, then '### ' + role + ': ' + value + '\\n' per turn, then '### '; placeholders stripped
+    (the release puts the modality block after BOS instead); and the supervised pieces, value + '\\n###'."""
+    header = (
+        "A chat between a curious human and an artificial intelligence assistant. "
+        "The assistant gives helpful, detailed, and polite answers to the human's questions.\n\n"
+    )
+    text, predicted = header, []
+    for m in messages:
+        role = "Human" if m["role"] == "user" else "Assistant"
+        value = m["content"].replace("<|audio|>", "").strip()
+        text += f"### {role}: {value}\n"
+        if role == "Assistant":
+            predicted.append(value + "\n###")
+    return text + "### ", predicted
+
+
+@pytest.fixture(scope="module")
+def word_tokenizer():
+    """Whitespace words: enough to read OneLLM's template back word by word."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = "### Human: Assistant: what is this sound ? a dog barking it loud yes".split(" ")
+    header = official_onellm_conversation([])[0].split("\n")[0].split(" ")
+    vocab = {w: i for i, w in enumerate(dict.fromkeys(["<unk>", "<s>", "</s>", *words, *header]))}
+    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(tokenizer_object=core, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+
+
+def test_onellm_render_is_the_releases_training_text_with_the_block_after_bos():
+    text, _ = official_onellm_conversation(ONELLM_CHAT)
+    ours = TEMPLATES["onellm"].render(ONELLM_CHAT)
+    # the block first (the release splices it after BOS); the release's trailing "### " before EOS is cut to "###"
+    assert ours == "<|audio|>" + text.removesuffix(" ")
+    prompt = TEMPLATES["onellm"].render(ONELLM_CHAT[:1], add_generation_prompt=True)
+    assert prompt == "<|audio|>" + official_onellm_conversation(ONELLM_CHAT[:1])[0].removesuffix("### ") + "### Assistant:"
+
+
+def test_onellm_labels_supervise_each_reply_with_its_separator_and_the_block_follows_bos(word_tokenizer):
+    from owl2.constants import ONELLM_MODALITY_TOKEN_INDEX
+
+    encoded = encode_conversation(ONELLM_CHAT, word_tokenizer, "onellm", placeholders=ONELLM_MODALITY_TOKEN_INDEX)
+    assert encoded.input_ids[:2] == [word_tokenizer.bos_token_id, ONELLM_MODALITY_TOKEN_INDEX["audio"]]
+    assert encoded.input_ids[-1] == word_tokenizer.eos_token_id and encoded.labels[-1] == IGNORE_INDEX
+    supervised, run = [], []
+    for token, label in zip(encoded.input_ids, encoded.labels):
+        if label != IGNORE_INDEX:
+            assert label == token
+            run.append(token)
+        elif run:
+            supervised.append(run)
+            run = []
+    _, predicted = official_onellm_conversation(ONELLM_CHAT)
+    assert supervised == [ids(word_tokenizer, piece) for piece in predicted]
+    text = word_tokenizer.decode([t for t in encoded.input_ids[2:-1]])
+    assert "<unk>" not in text
+
+
+def test_every_modality_has_its_placeholder_and_a_model_refuses_those_it_lacks(tokenizer):
+    from owl2.constants import ONELLM_MODALITY_TOKEN_INDEX
+
+    (ids_,) = encode_texts(["<|video|> what <|imu|>"], tokenizer, ONELLM_MODALITY_TOKEN_INDEX)
+    assert ids_[0] == ONELLM_MODALITY_TOKEN_INDEX["video"] and ids_[-1] == ONELLM_MODALITY_TOKEN_INDEX["imu"]
+    with pytest.raises(ValueError, match=r"holds <\|audio\|>, but this model takes only <\|image\|>"):
+        encode_texts(["<|audio|> what"], tokenizer)
