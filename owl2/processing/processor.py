@@ -1,23 +1,27 @@
-"""`Owl2Processor`: a tokenizer plus `Owl2ImageProcessor` (official `mm_utils.py`
-`tokenizer_image_token` and `process_images`, together).
+"""Processors: a tokenizer plus what turns a family's inputs into tensors (official mPLUG-Owl2 `mm_utils.py`
+`tokenizer_image_token` and `process_images`; OneLLM's loaders in `data/`).
 
-It turns text with `<|image|>` placeholders (or a conversation, through a chat template) and the
-images they stand for into the model's inputs: `input_ids` with `IMAGE_TOKEN_INDEX` once per image,
-`attention_mask`, and `pixel_values` `(total_images, 3, H, W)` in order of appearance, row by row.
+`MultimodalProcessor` is what both families share: text with placeholders (`<|image|>`, `<|audio|>` ...;
+or a conversation, through a chat template) becomes `input_ids` with one placeholder id per input and an
+`attention_mask`; the inputs they stand for, given per modality in order of appearance, row by row, are
+checked against the placeholders and handed to the family's `encode_inputs`. `Owl2Processor` returns
+`pixel_values`; `OneLLMProcessor` returns `modality_inputs`, one tensor per modality.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from PIL import Image
 
-from owl2.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
+from owl2.constants import IGNORE_INDEX, ONELLM_MODALITY_TOKEN_INDEX
 from owl2.processing.image import Owl2ImageProcessor
-from owl2.processing.templates import ChatTemplate
-from owl2.processing.tokenization import encode_conversation, encode_text
-
+from owl2.processing.templates import PLACEHOLDERS, ChatTemplate, get_template
+from owl2.processing.tokenization import IMAGE_ONLY, encode_conversation, encode_text
 
 def pad_batch(
     sequences: list[list[int]], pad_value: int, padding_side: str = "right"
@@ -44,8 +48,143 @@ def pad_batch(
     return ids, mask
 
 
-class Owl2Processor:
-    """Tokenizer + image processor.
+class MultimodalProcessor:
+    """Tokenizer + a family's input encoding: the text side both families share.
+
+    A subclass sets `placeholders` (modality -> placeholder id), `inputs_name` (the model's argument) and
+    `encode_inputs`.
+    """
+
+    placeholders: Mapping[str, int] = IMAGE_ONLY
+    """The family's modalities and their placeholder ids."""
+    inputs_name: str = "pixel_values"
+    """The model's forward argument the encoded inputs go to."""
+
+    def __init__(self, tokenizer, template: str | ChatTemplate):
+        """Build the processor.
+
+        Args:
+            tokenizer: Any transformers tokenizer; its pad token (or else its unk token) pads.
+            template: Chat template for `apply_chat`, and where generated replies stop.
+        """
+        self.tokenizer = tokenizer
+        self.template = get_template(template)
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.unk_token_id
+        if pad is None:
+            raise ValueError("the tokenizer has neither a pad nor an unk token to pad with")
+        self.pad_token_id = pad
+
+    def encode_inputs(self, inputs: Mapping[str, list]) -> Any:
+        """Inputs per modality (each a non-empty list, in order of appearance) -> the model's argument."""
+        raise NotImplementedError
+
+    def _encode(self, text: str) -> list[int]:
+        bos = [self.tokenizer.bos_token_id] if self.tokenizer.bos_token_id is not None else []
+        return bos + encode_text(text, self.tokenizer, self.placeholders)
+
+    def _batch(self, sequences: list[list[int]], inputs: Mapping[str, Sequence] | None, padding_side: str) -> dict:
+        inputs = {modality: list(items) for modality, items in (inputs or {}).items() if items is not None}
+        unknown = sorted(set(inputs) - set(self.placeholders))
+        if unknown:
+            raise ValueError(f"inputs of {', '.join(unknown)} were given, but this model takes only {', '.join(self.placeholders)}")
+        for modality, index in self.placeholders.items():
+            count, given = sum(seq.count(index) for seq in sequences), len(inputs.get(modality, ()))
+            if count != given:
+                raise ValueError(
+                    f"the text has {count} {PLACEHOLDERS[modality]} placeholders but {given} {modality} inputs were given"
+                )
+        input_ids, attention_mask = pad_batch(sequences, self.pad_token_id, padding_side)
+        present = {modality: items for modality, items in inputs.items() if items}
+        return {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            self.inputs_name: self.encode_inputs(present) if present else None,
+        }
+
+    def __call__(
+        self,
+        text: str | list[str],
+        inputs: Mapping[str, Sequence] | None = None,
+        padding_side: str = "left",
+        **by_modality: Sequence,
+    ) -> dict:
+        """Tokenize prompts (already rendered) and encode their inputs.
+
+        Args:
+            text: A prompt or a batch of prompts; each placeholder (`<|image|>`, `<|audio|>` ...) marks one input.
+            inputs: Modality -> its inputs of the whole batch, in order of appearance (row by row).
+            padding_side: `"left"` for generation (default), `"right"` for training.
+            by_modality: The same as keywords, e.g. `images=[...]`, `audio=[...]` (a plural `s` is dropped).
+
+        Returns:
+            `input_ids`, `attention_mask` `(B, T)` and the family's encoded inputs (None without any).
+
+        Raises:
+            ValueError: A modality's placeholder count differs from its number of inputs, naming both.
+        """
+        texts = [text] if isinstance(text, str) else list(text)
+        return self._batch([self._encode(t) for t in texts], _merge_inputs(inputs, by_modality), padding_side)
+
+    def apply_chat(
+        self,
+        conversations: list[list[dict[str, str]]],
+        inputs: Mapping[str, Sequence] | None = None,
+        add_generation_prompt: bool = True,
+        padding_side: str = "left",
+        **by_modality: Sequence,
+    ) -> dict:
+        """Render conversations with the chat template (the one training used) and batch them.
+
+        Args:
+            conversations: One message list per sample (`{"role", "content"}`), each ending with a user turn
+                when `add_generation_prompt` is set.
+            inputs: Modality -> its inputs of the whole batch, in order of appearance.
+            add_generation_prompt: End each prompt with the assistant prefix.
+            padding_side: `"left"` for generation.
+            by_modality: Inputs as keywords, as for `__call__`.
+
+        Returns:
+            As `__call__`, plus `labels` (`IGNORE_INDEX` outside replies; padded with it).
+        """
+        encoded = [
+            encode_conversation(
+                c, self.tokenizer, self.template, add_generation_prompt=add_generation_prompt, placeholders=self.placeholders
+            )
+            for c in conversations
+        ]
+        batch = self._batch([e.input_ids for e in encoded], _merge_inputs(inputs, by_modality), padding_side)
+        batch["labels"], _ = pad_batch([e.labels for e in encoded], IGNORE_INDEX, padding_side)
+        return batch
+
+    def generation_kwargs(self) -> dict[str, Any]:
+        """What `generate` needs to end replies where this template does (padding, EOS, a stop string)."""
+        kwargs: dict[str, Any] = {"pad_token_id": self.pad_token_id, "eos_token_id": self.tokenizer.eos_token_id}
+        if self.template.stop:
+            kwargs.update(stop_strings=[self.template.stop], tokenizer=self.tokenizer)
+        return kwargs
+
+    def decode(self, ids: torch.Tensor | list[int]) -> str:
+        """Decode generated ids to text, without special tokens, cut where the template's replies stop."""
+        ids = ids.tolist() if isinstance(ids, torch.Tensor) else ids
+        text = self.tokenizer.decode([i for i in ids if i >= 0], skip_special_tokens=True)
+        if self.template.stop:
+            text = text.split(self.template.stop)[0]
+        return text.strip()
+
+
+def _merge_inputs(inputs: Mapping[str, Sequence] | None, by_modality: Mapping[str, Sequence]) -> dict[str, list]:
+    """`inputs` plus keyword inputs (`images=` -> "image"); a single PIL image stands for a list of one."""
+    merged = dict(inputs or {})
+    for key, items in by_modality.items():
+        modality = key.removesuffix("s") if key.removesuffix("s") in PLACEHOLDERS else key
+        if modality not in PLACEHOLDERS:
+            raise TypeError(f"unexpected keyword {key!r}; expected inputs of one of {', '.join(PLACEHOLDERS)}")
+        merged[modality] = items
+    return {m: [items] if isinstance(items, Image.Image) else items for m, items in merged.items() if items is not None}
+
+
+class Owl2Processor(MultimodalProcessor):
+    """Tokenizer + image processor, for `Owl2Model`.
 
     Example:
         >>> processor = Owl2Processor(tokenizer, Owl2ImageProcessor(size=56))
@@ -61,83 +200,11 @@ class Owl2Processor:
             image_processor: The image half.
             template: Chat template for `apply_chat`.
         """
-        self.tokenizer = tokenizer
+        super().__init__(tokenizer, template)
         self.image_processor = image_processor
-        self.template = template
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.unk_token_id
-        if pad is None:
-            raise ValueError("the tokenizer has neither a pad nor an unk token to pad with")
-        self.pad_token_id = pad
 
-    def _encode(self, text: str) -> list[int]:
-        bos = [self.tokenizer.bos_token_id] if self.tokenizer.bos_token_id is not None else []
-        return bos + encode_text(text, self.tokenizer)
-
-    def _batch(
-        self, sequences: list[list[int]], images: list[Image.Image] | None, padding_side: str
-    ) -> dict[str, torch.Tensor | None]:
-        images = list(images or [])
-        placeholders = sum(seq.count(IMAGE_TOKEN_INDEX) for seq in sequences)
-        if placeholders != len(images):
-            raise ValueError(f"the text has {placeholders} {IMAGE_TOKEN_INDEX} placeholders but {len(images)} images were given")
-        input_ids, attention_mask = pad_batch(sequences, self.pad_token_id, padding_side)
-        pixel_values = self.image_processor(images) if images else None
-        return {"input_ids": input_ids, "attention_mask": attention_mask, "pixel_values": pixel_values}
-
-    def __call__(
-        self,
-        text: str | list[str],
-        images: list[Image.Image] | Image.Image | None = None,
-        padding_side: str = "left",
-    ) -> dict[str, torch.Tensor | None]:
-        """Tokenize prompts (already rendered) and preprocess their images.
-
-        Args:
-            text: A prompt or a batch of prompts; `<|image|>` marks each image.
-            images: All images of the batch in order of appearance (row by row).
-            padding_side: `"left"` for generation (default), `"right"` for training.
-
-        Returns:
-            `input_ids`, `attention_mask` `(B, T)` and `pixel_values` `(N, 3, H, W)` (None without images).
-
-        Raises:
-            ValueError: If the placeholder count differs from the image count.
-        """
-        texts = [text] if isinstance(text, str) else list(text)
-        images = [images] if isinstance(images, Image.Image) else images
-        return self._batch([self._encode(t) for t in texts], images, padding_side)
-
-    def apply_chat(
-        self,
-        conversations: list[list[dict[str, str]]],
-        images: list[Image.Image] | None = None,
-        add_generation_prompt: bool = True,
-        padding_side: str = "left",
-    ) -> dict[str, torch.Tensor | None]:
-        """Render conversations with the chat template (the one training used) and batch them.
-
-        Args:
-            conversations: One message list per sample (`{"role", "content"}`), each ending with a user turn
-                when `add_generation_prompt` is set.
-            images: All images of the batch in order of appearance.
-            add_generation_prompt: End each prompt with the assistant prefix.
-            padding_side: `"left"` for generation.
-
-        Returns:
-            As `__call__`, plus `labels` (`IGNORE_INDEX` outside replies; padded with it).
-        """
-        encoded = [
-            encode_conversation(c, self.tokenizer, self.template, add_generation_prompt=add_generation_prompt)
-            for c in conversations
-        ]
-        batch = self._batch([e.input_ids for e in encoded], images, padding_side)
-        batch["labels"], _ = pad_batch([e.labels for e in encoded], IGNORE_INDEX, padding_side)
-        return batch
-
-    def decode(self, ids: torch.Tensor | list[int]) -> str:
-        """Decode generated ids to text, without special tokens."""
-        ids = ids.tolist() if isinstance(ids, torch.Tensor) else ids
-        return self.tokenizer.decode([i for i in ids if i >= 0], skip_special_tokens=True).strip()
+    def encode_inputs(self, inputs: Mapping[str, list]) -> torch.Tensor:
+        return self.image_processor(inputs["image"])  # (N, 3, H, W)
 
     def save_pretrained(self, directory: str | Path) -> None:
         """Write the tokenizer files and `preprocessor_config.json` into `directory`."""
