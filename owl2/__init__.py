@@ -16,6 +16,7 @@ _EXPORTS = {
     "Owl2Model": "owl2.models.owl2",
     "Owl2ImageProcessor": "owl2.processing.image",
     "Owl2Processor": "owl2.processing.processor",
+    "OneLLMProcessor": "owl2.processing.processor",
 }
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

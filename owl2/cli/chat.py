@@ -1,8 +1,11 @@
-"""`owl2 chat`: multi-turn chat in the terminal with streamed replies (official `serve/cli.py`).
+"""`owl2 chat`: multi-turn chat in the terminal with streamed replies (official mPLUG-Owl2 `serve/cli.py`,
+OneLLM `demos/cli.py`).
 
-Differences from the official loop: any number of images, added at start (`--image`) or between
-turns (`/image PATH`), each placed at the start of the next user message; `/reset` starts over;
-greedy decoding unless `--temperature` is set; a bad image is reported and the chat goes on.
+Differences from the official loops: any number of inputs of any modality the model takes, added at start
+(`--image`, `--audio`, `--rgbd IMAGE MAP` ...) or between turns (`/image PATH`, `/audio PATH`,
+`/rgbd IMAGE MAP` ...), each placed at the start of the next user message (a template with
+`inputs_first`, OneLLM's, moves them after BOS, where its release put them); `/reset` starts over; greedy
+decoding unless `--temperature` is set; a bad file is reported and the chat goes on.
 """
 
 from __future__ import annotations
@@ -12,8 +15,13 @@ import sys
 from pathlib import Path
 
 from owl2.cli.main import UsageError
+from owl2.constants import ONELLM_MODALITIES
+from owl2.data.checks import PAIRED_MODALITIES
 
-HELP = "commands: /image PATH (attach to the next message), /reset (forget everything), /quit"
+HELP = (
+    "commands: /image PATH, /video PATH, /audio PATH, /point PATH, /imu PATH, /fmri PATH, /rgbd IMAGE MAP, "
+    "/rgbn IMAGE MAP (attach to the next message), /reset (forget everything), /quit"
+)
 """Printed at start and on /help."""
 
 
@@ -21,20 +29,29 @@ def add_parser(subparsers) -> None:
     """Register `owl2 chat`."""
     parser = subparsers.add_parser(
         "chat",
-        help="chat with a model in the terminal (streamed replies, /image, /reset)",
-        description=f"Multi-turn chat with a saved model. {HELP}. End with /quit or Ctrl-D.",
+        help="chat with a model in the terminal (streamed replies, /image, /audio ..., /reset)",
+        description=f"Multi-turn chat with a saved model of either family. {HELP}. End with /quit or Ctrl-D.",
     )
-    parser.add_argument("--model", type=Path, required=True, help="model folder (weights, tokenizer, image processor)")
-    parser.add_argument("--image", type=Path, action="append", default=[], help="image for the first message (repeatable)")
+    parser.add_argument("--model", type=Path, required=True, help="model folder (weights, tokenizer, processor)")
+    for modality in ONELLM_MODALITIES:
+        if modality in PAIRED_MODALITIES:
+            parser.add_argument(
+                f"--{modality}", type=Path, nargs=2, action="append", default=[], metavar=("IMAGE", "MAP"),
+                help=f"an RGB image and its {'depth' if modality == 'rgbd' else 'normal'} map for the first message (repeatable)",
+            )  # fmt: skip
+        else:
+            parser.add_argument(
+                f"--{modality}", type=Path, action="append", default=[], help=f"{modality} file for the first message (repeatable)"
+            )  # fmt: skip
     parser.add_argument("--max-new-tokens", type=int, default=256, help="most tokens per reply (default 256)")
     parser.add_argument("--temperature", type=float, default=0.0, help="sampling temperature; 0 is greedy (default)")
-    parser.add_argument("--template", default="mplug_owl2", help="chat template name (default mplug_owl2)")
+    parser.add_argument("--template", default=None, help="chat template name (default: the one the model family was trained with)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: cuda if available)")
     parser.set_defaults(func=run_chat)
 
 
 class Session:
-    """The conversation so far and the images waiting for the next user message."""
+    """The conversation so far and the inputs waiting for the next user message."""
 
     def __init__(self, model, processor, max_new_tokens: int, temperature: float):
         self.model = model
@@ -44,35 +61,34 @@ class Session:
         self.reset()
 
     def reset(self) -> None:
-        """Forget the messages and every image."""
+        """Forget the messages and every input."""
         self.messages: list[dict[str, str]] = []
-        self.images: list = []  # every image of the conversation, in order
-        self.pending = 0  # images not yet placed in a user message
+        self.inputs: dict[str, list] = {}  # every input of the conversation, by modality, in order
+        self.pending: list[str] = []  # modalities of the inputs not yet placed in a user message
 
-    def add_image(self, path: Path) -> None:
-        """Load an image for the next message.
+    def add(self, modality: str, path: Path | tuple[Path, Path]) -> None:
+        """Load an input for the next message.
 
         Raises:
-            ValueError: If the file is missing or not a readable image.
+            ValueError: If the model takes no such modality, or the file is missing or unreadable.
         """
-        from owl2.data.checks import load_image
-
-        self.images.append(load_image(Path(path)))
-        self.pending += 1
+        item = self.processor.load(modality, path)
+        self.inputs.setdefault(modality, []).append(item)
+        self.pending.append(modality)
 
     def reply(self, text: str, out=sys.stdout) -> str:
         """Add a user message, stream the reply to `out`, and return it."""
         import torch
         from transformers import TextStreamer
 
-        from owl2.processing import IMAGE_PLACEHOLDER
+        from owl2.eval.generation import model_inputs, new_tokens
+        from owl2.processing.templates import PLACEHOLDERS
 
-        content = IMAGE_PLACEHOLDER * self.pending + ("\n" if self.pending else "") + text
+        content = "".join(PLACEHOLDERS[m] for m in self.pending) + ("\n" if self.pending else "") + text
         self.messages.append({"role": "user", "content": content})
-        self.pending = 0
-        batch = self.processor.apply_chat([self.messages], images=self.images or None)
-        device = next(self.model.parameters()).device
-        inputs = {k: v.to(device) for k, v in batch.items() if k != "labels" and v is not None}
+        self.pending = []
+        batch = self.processor.apply_chat([self.messages], inputs=self.inputs)
+        inputs = model_inputs(batch, self.model)
         streamer = TextStreamer(self.processor.tokenizer, skip_prompt=True, skip_special_tokens=True)
         streamer.on_finalized_text = lambda chunk, stream_end=False: print(chunk, end="" if not stream_end else "\n", file=out, flush=True)
         sampling = {"do_sample": True, "temperature": self.temperature} if self.temperature > 0 else {"do_sample": False}
@@ -80,17 +96,28 @@ class Session:
             output = self.model.generate(
                 **inputs,
                 max_new_tokens=self.max_new_tokens,
-                pad_token_id=self.processor.pad_token_id,
-                eos_token_id=self.processor.tokenizer.eos_token_id,
                 streamer=streamer,
+                **self.processor.generation_kwargs(),
                 **sampling,
             )
-        from owl2.eval.generation import new_tokens
-
         ids = new_tokens(output, inputs["input_ids"].shape[1], self.processor.tokenizer.eos_token_id)[0]
         answer = self.processor.decode(ids)
         self.messages.append({"role": "assistant", "content": answer})
         return answer
+
+
+def attach_command(session: Session, line: str) -> str:
+    """Run `/MODALITY PATH` (`/rgbd IMAGE MAP`) and say what happened; errors are reported, not raised."""
+    modality, *paths = line[1:].split()
+    wanted = 2 if modality in PAIRED_MODALITIES else 1
+    if len(paths) != wanted:
+        return f"usage: /{modality} {'IMAGE MAP' if wanted == 2 else 'PATH'}"
+    files = tuple(Path(p).expanduser() for p in paths)
+    try:
+        session.add(modality, files if wanted == 2 else files[0])
+    except ValueError as e:
+        return f"error: {e}"
+    return f"({modality} {' '.join(paths)} attached to your next message)"
 
 
 def run_chat(args: argparse.Namespace) -> int:
@@ -109,8 +136,10 @@ def run_chat(args: argparse.Namespace) -> int:
     hf_logging.disable_progress_bar()
     model, processor = load_pretrained(args.model, device=pick_device(args.device), template=args.template)
     session = Session(model, processor, args.max_new_tokens, args.temperature)
-    for path in args.image:
-        session.add_image(path)  # a bad --image is a usage error: ValueError -> one line, status 2
+    for modality in ONELLM_MODALITIES:
+        for path in getattr(args, modality):
+            # a bad --image (or --audio ...) is a usage error: ValueError -> one line, status 2
+            session.add(modality, tuple(path) if modality in PAIRED_MODALITIES else path)
     interactive = sys.stdin.isatty()
     print(HELP, file=sys.stderr)
     while True:
@@ -130,16 +159,8 @@ def run_chat(args: argparse.Namespace) -> int:
         elif line == "/reset":
             session.reset()
             print("(conversation cleared)")
-        elif line.startswith("/image"):
-            path = line[len("/image") :].strip()
-            if not path:
-                print("usage: /image PATH")
-                continue
-            try:
-                session.add_image(Path(path).expanduser())
-                print(f"(image {path} attached to your next message)")
-            except ValueError as e:
-                print(f"error: {e}")
+        elif line.split()[0][1:] in ONELLM_MODALITIES:
+            print(attach_command(session, line))
         elif line.startswith("/"):
             print(f"unknown command {line.split()[0]}; {HELP}")
         else:

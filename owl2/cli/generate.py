@@ -5,6 +5,10 @@ Answers are appended to `--output` one batch at a time and flushed, so an interr
 most the batch in flight; running the command again skips the ids already answered. Each output
 record has `id`, `question`, `answer` and the input's `image` and question type, if any, so the
 output can be scored directly with `owl2 eval`.
+
+Either family's model folder works. A record's inputs are keys named after their modality: `image`,
+`video`, `audio`, `point`, `imu`, `fmri` (a path or a list), `rgbd`, `rgbn` (a pair `[image, map]`); a
+question that does not write its placeholders (`<|audio|>` ...) gets them in front.
 """
 
 from __future__ import annotations
@@ -24,11 +28,14 @@ def add_parser(subparsers) -> None:
         help="answer a JSONL of questions in batches (resumable)",
         description="Answer every question of a JSONL file with a saved model; re-running skips answered ids.",
     )
-    parser.add_argument("--model", type=Path, required=True, help="model folder (weights, tokenizer, image processor)")
-    parser.add_argument("--input", type=Path, required=True, help="JSONL of {id, question | text, [image]}")
+    parser.add_argument("--model", type=Path, required=True, help="model folder (weights, tokenizer, processor), either family")
+    parser.add_argument(
+        "--input", type=Path, required=True,
+        help="JSONL of {id, question | text, [image | video | audio | point | imu | fmri | rgbd | rgbn]}",
+    )  # fmt: skip
     parser.add_argument("--output", type=Path, required=True, help="JSONL of {id, answer, ...}; appended to")
     parser.add_argument(
-        "--image-folder", type=Path, default=None, help="folder image paths are relative to (default: the input's)"
+        "--image-folder", type=Path, default=None, help="folder input paths are relative to (default: the input's)"
     )
     parser.add_argument("--batch-size", type=int, default=8, help="questions per forward pass (default 8)")
     parser.add_argument("--max-new-tokens", type=int, default=16, help="most tokens per answer (default 16)")
@@ -99,7 +106,7 @@ def run_generate(args: argparse.Namespace) -> int:
     from transformers.utils import logging as hf_logging
 
     from owl2.eval.generation import answer_batch, load_pretrained
-    from owl2.processing.templates import IMAGE_PLACEHOLDER
+    from owl2.processing.templates import PLACEHOLDER_PATTERN
 
     hf_logging.disable_progress_bar()  # the weight-loading bar of a small model is noise in a CLI
     model, processor = load_pretrained(args.model, device=pick_device(args.device))
@@ -111,7 +118,7 @@ def run_generate(args: argparse.Namespace) -> int:
             batch = todo[start : start + args.batch_size]
             answers = answer_batch(model, processor, batch, args.max_new_tokens, args.prompt_suffix)
             for question, answer in zip(batch, answers):
-                text = question.text.replace(IMAGE_PLACEHOLDER, "").strip()
+                text = PLACEHOLDER_PATTERN.sub("", question.text).strip()
                 record = {"id": question.id, "question": text, "answer": answer, **question.extra}
                 out.write(json.dumps(record, ensure_ascii=False) + "\n")
             out.flush()

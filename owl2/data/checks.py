@@ -9,6 +9,13 @@ A record is good when: it is a JSON object; it has `conversations` (a non-empty 
 non-human turn is dropped, as the official code does) or a `caption` string; its `image` is
 absent, a relative path or a list of them, each inside the image folder and a readable, complete
 image under Pillow's decompression-bomb limit; and the text has one `<|image|>` per image.
+
+OneLLM's other modalities are keys of their own beside `image`, each a path or a list of paths:
+`video`, `audio`, `point`, `imu`, `fmri`; and `rgbd`, `rgbn`, each a pair `[image, map]` or a list of
+pairs. Each input needs its placeholder (`<|audio|>` ...) in the text, and is decoded by its loader
+(`owl2.processing.media`, imported only when a record has such an input). (The release's records name
+every modality's file `image` and tell them apart by `data_type`, with `depth_image` / `normal_image`
+beside it: one modality per record.)
 """
 
 from __future__ import annotations
@@ -16,13 +23,21 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
 from owl2.data.records import RecordError, RecordFile
-from owl2.processing.templates import ASSISTANT, IMAGE_PLACEHOLDER, USER
+from owl2.processing.templates import ASSISTANT, PLACEHOLDERS, USER
+
+PAIRED_MODALITIES = ("rgbd", "rgbn")
+"""Modalities whose one input is two files: the RGB image and its depth or normal map."""
+
+InputName = str | tuple[str, str]
+"""One input as a record names it: a relative path, or a pair of them (`PAIRED_MODALITIES`)."""
+InputPath = Path | tuple[Path, Path]
+"""One input resolved inside the folder."""
 
 ROLES = {"human": USER, "user": USER, "gpt": ASSISTANT, "assistant": ASSISTANT}
 """Record role names (`from`) and the template role each maps to."""
@@ -40,6 +55,8 @@ class Sample:
     """Absolute image paths, in order of their placeholders."""
     image_names: list[str]
     """The paths as the record wrote them (for messages)."""
+    inputs: dict[str, list[InputPath]] = field(default_factory=dict)
+    """Every modality's inputs (images included), resolved, in order of their placeholders."""
 
 
 def record_messages(record: dict) -> list[dict[str, str]]:
@@ -78,10 +95,11 @@ def record_messages(record: dict) -> list[dict[str, str]]:
         caption = record["caption"]
         if not isinstance(caption, str) or not caption.strip():
             raise ValueError("'caption' must be a non-empty string")
-        count = len(record_image_names(record))
-        if count == 0:
-            raise ValueError("a caption record needs an 'image'")
-        return [{"role": USER, "content": IMAGE_PLACEHOLDER * count}, {"role": ASSISTANT, "content": caption}]
+        inputs = record_inputs(record)
+        if not inputs:
+            raise ValueError("a caption record needs an 'image' (or another modality's input)")
+        content = "".join(PLACEHOLDERS[modality] * len(names) for modality, names in inputs.items())
+        return [{"role": USER, "content": content}, {"role": ASSISTANT, "content": caption}]
     raise ValueError("expected 'conversations' or 'caption'")
 
 
@@ -100,21 +118,79 @@ def record_image_names(record: dict) -> list[str]:
     return names
 
 
-def resolve_image_path(image_folder: str | Path, name: str) -> Path:
-    """The path of image `name` inside `image_folder`, refusing anything that leaves it.
+def record_input_names(record: dict, modality: str) -> list[InputName]:
+    """The record's inputs of `modality` (its key) as a list (empty if absent).
+
+    Raises:
+        ValueError: If the key holds neither a path nor a list of paths (a pair, or a list of pairs, for
+            `PAIRED_MODALITIES`).
+    """
+    if modality == "image":
+        return record_image_names(record)
+    value = record.get(modality)
+    if value is None:
+        return []
+    if modality in PAIRED_MODALITIES:
+        def is_pair(item) -> bool:
+            return isinstance(item, list) and len(item) == 2 and all(isinstance(n, str) and n for n in item)
+
+        pairs = [value] if is_pair(value) else value
+        if not isinstance(pairs, list) or not pairs or not all(is_pair(p) for p in pairs):
+            raise ValueError(f"'{modality}' must be a pair [image, map] of paths or a list of such pairs")
+        return [tuple(pair) for pair in pairs]
+    names = [value] if isinstance(value, str) else value
+    if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+        raise ValueError(f"'{modality}' must be a path or a list of paths")
+    return names
+
+
+def record_inputs(record: dict) -> dict[str, list[InputName]]:
+    """Every modality's inputs in the record, by modality (only those it has), in `PLACEHOLDERS` order."""
+    inputs = {modality: record_input_names(record, modality) for modality in PLACEHOLDERS}
+    return {modality: names for modality, names in inputs.items() if names}
+
+
+def resolve_image_path(image_folder: str | Path, name: str, what: str = "image") -> Path:
+    """The path of file `name` inside `image_folder`, refusing anything that leaves it.
+
+    Args:
+        image_folder: The folder the data's paths are relative to.
+        name: The path as the record wrote it.
+        what: What the file is, for messages ("image", "audio").
 
     Raises:
         ValueError: For an absolute path, a `..` component, or a symlink resolving outside the folder.
     """
     if os.path.isabs(name) or Path(name).is_absolute():
-        raise ValueError(f"image {name!r} is an absolute path; expected a path relative to the image folder")
+        raise ValueError(f"{what} {name!r} is an absolute path; expected a path relative to the image folder")
     if ".." in Path(name).parts:
-        raise ValueError(f"image {name!r} contains '..'; expected a path inside the image folder")
+        raise ValueError(f"{what} {name!r} contains '..'; expected a path inside the image folder")
     folder = Path(image_folder).resolve()
     path = (folder / name).resolve()
     if not path.is_relative_to(folder):
-        raise ValueError(f"image {name!r} resolves to {path}, outside the image folder {folder}")
+        raise ValueError(f"{what} {name!r} resolves to {path}, outside the image folder {folder}")
     return path
+
+
+def resolve_input(folder: str | Path, modality: str, name: InputName) -> InputPath:
+    """`resolve_image_path` of one input of `modality` (each file of a pair)."""
+    if isinstance(name, tuple):
+        return tuple(resolve_image_path(folder, n, what=modality) for n in name)
+    return resolve_image_path(folder, name, what=modality)
+
+
+def check_input(modality: str, path: InputPath, name: InputName) -> None:
+    """Decode one input the way the model's loader will, for its errors.
+
+    Raises:
+        ValueError: Naming the file and what was expected (missing, unreadable, wrong shape, NaN ...).
+    """
+    if modality == "image":
+        load_image(path, name).close()
+        return
+    from owl2.processing.media import load_input  # torch: only for records that have such inputs
+
+    load_input(modality, path)
 
 
 def load_image(path: Path, name: str | None = None) -> Image.Image:
@@ -162,20 +238,30 @@ def validate_record(record: dict, location: str, image_folder: str | Path | None
         RecordError: With `location` and the first problem found.
     """
     try:
-        names = record_image_names(record)
+        names = record_inputs(record)
         messages = record_messages(record)
-        placeholders = sum(m["content"].count(IMAGE_PLACEHOLDER) for m in messages)
-        if placeholders != len(names):
-            raise ValueError(f"{placeholders} {IMAGE_PLACEHOLDER} placeholders but {len(names)} images")
+        for modality, placeholder in PLACEHOLDERS.items():
+            count = sum(m["content"].count(placeholder) for m in messages)
+            given = len(names.get(modality, ()))
+            if count != given:
+                inputs = "images" if modality == "image" else f"{modality} inputs"
+                raise ValueError(f"{count} {placeholder} placeholders but {given} {inputs}")
         if names and image_folder is None:
-            raise ValueError("the record has images but no image folder was given")
-        paths = [resolve_image_path(image_folder, n) for n in names]
+            raise ValueError("the record has inputs (images ...) but no image folder was given")
+        paths = {m: [resolve_input(image_folder, m, n) for n in modality_names] for m, modality_names in names.items()}
         if load:
-            for path, name in zip(paths, names):
-                load_image(path, name).close()
+            for modality, modality_names in names.items():
+                for path, name in zip(paths[modality], modality_names):
+                    check_input(modality, path, name)
     except ValueError as e:
         raise RecordError(location, str(e)) from None
-    return Sample(id=str(record.get("id", location)), messages=messages, images=paths, image_names=names)
+    return Sample(
+        id=str(record.get("id", location)),
+        messages=messages,
+        images=paths.get("image", []),
+        image_names=names.get("image", []),
+        inputs=paths,
+    )
 
 
 @dataclass(frozen=True)

@@ -85,7 +85,7 @@ def answer_file(model, processor, questions_path: Path, image_folder: Path, outp
     """Answer every question of a JSONL greedily; writes `output` and returns answers by id."""
     from owl2.eval.generation import answer_batch
     from owl2.eval.inputs import read_questions
-    from owl2.processing import IMAGE_PLACEHOLDER
+    from owl2.processing.templates import PLACEHOLDER_PATTERN
 
     questions = read_questions(questions_path, image_folder)
     answers = {}
@@ -94,7 +94,7 @@ def answer_file(model, processor, questions_path: Path, image_folder: Path, outp
             batch = questions[start : start + batch_size]
             for question, answer in zip(batch, answer_batch(model, processor, batch, max_new_tokens=8)):
                 answers[question.id] = answer
-                text = question.text.replace(IMAGE_PLACEHOLDER, "").strip()
+                text = PLACEHOLDER_PATTERN.sub("", question.text).strip()
                 f.write(json.dumps({"id": question.id, "question": text, "answer": answer, **question.extra}) + "\n")
     return answers
 

@@ -1,8 +1,9 @@
-"""Answering questions with a saved model (official `evaluate/evaluate_vqa.py`, the generation half,
-and `model/builder.py` `load_pretrained_model`).
+"""Answering questions with a saved model (official mPLUG-Owl2 `evaluate/evaluate_vqa.py`, the generation
+half, and `model/builder.py` `load_pretrained_model`; OneLLM's `eval/*.py`).
 
-A model folder is what `Owl2Model.save_pretrained` and `Owl2Processor.save_pretrained` write into
-one directory: `config.json`, the weights, the tokenizer files and `preprocessor_config.json`.
+A model folder is what a model's and its processor's `save_pretrained` write into one directory:
+`config.json`, the weights, the tokenizer files, and `preprocessor_config.json` (mPLUG-Owl2) or
+`media_config.json` (OneLLM). `config.json`'s `model_type` says which family it is.
 Questions are asked one turn each, with the chat template training used, and answered greedily;
 batches are left-padded, so a batch gives the answers each question gets alone.
 
@@ -13,29 +14,66 @@ other prompts (the synthetic data set) has never seen it.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
 
-from owl2.data.checks import load_image
 from owl2.eval.inputs import Question, check_model_folder
-from owl2.models import Owl2Model
-from owl2.processing import Owl2Processor
+from owl2.models.multimodal import MultimodalPreTrainedModel
+from owl2.processing.processor import MultimodalProcessor
+
+DEFAULT_TEMPLATES = {"owl2": "mplug_owl2", "onellm": "onellm"}
+"""A family's `model_type` -> the chat template its release was trained with."""
+
+
+def model_type(directory: str | Path) -> str:
+    """The `model_type` of a model folder's `config.json` ("owl2" or "onellm").
+
+    Raises:
+        ValueError: If `config.json` is unreadable or names another model type.
+    """
+    path = Path(directory) / "config.json"
+    try:
+        kind = json.loads(path.read_text()).get("model_type")
+    except (OSError, json.JSONDecodeError, AttributeError) as e:
+        raise ValueError(f"{path}: not a readable model config ({e})") from None
+    if kind not in DEFAULT_TEMPLATES:
+        raise ValueError(f"{path}: model_type {kind!r}; expected one of {sorted(DEFAULT_TEMPLATES)}")
+    return kind
 
 
 def load_pretrained(
-    directory: str | Path, device: str = "cpu", dtype: torch.dtype = torch.float32, template: str = "mplug_owl2"
-) -> tuple[Owl2Model, Owl2Processor]:
-    """Load a model and its processor from one folder, in eval mode.
+    directory: str | Path, device: str = "cpu", dtype: torch.dtype = torch.float32, template: str | None = None
+) -> tuple[MultimodalPreTrainedModel, MultimodalProcessor]:
+    """Load a model of either family and its processor from one folder, in eval mode.
+
+    Args:
+        directory: The model folder.
+        device: Where the model goes.
+        dtype: The model's dtype.
+        template: Chat template; default: the one the family's release was trained with.
 
     Raises:
-        FileNotFoundError: If the folder, its `config.json` or its `preprocessor_config.json` is missing.
-        ValueError: If the folder's files cannot be read as an `Owl2Model` and a tokenizer.
+        FileNotFoundError: If the folder, its `config.json` or its processor's file is missing.
+        ValueError: If the folder's files cannot be read as a model and a tokenizer.
     """
     directory = check_model_folder(directory)
+    kind = model_type(directory)
+    template = template or DEFAULT_TEMPLATES[kind]
     try:
-        processor = Owl2Processor.from_pretrained(directory, template=template)
-        model = Owl2Model.from_pretrained(str(directory), dtype=dtype)
+        if kind == "onellm":
+            from owl2.models.onellm import OneLLMModel
+            from owl2.processing.processor import OneLLMProcessor
+
+            processor = OneLLMProcessor.from_pretrained(directory, template=template)
+            model = OneLLMModel.from_pretrained(str(directory), dtype=dtype)
+        else:
+            from owl2.models.owl2 import Owl2Model
+            from owl2.processing.processor import Owl2Processor
+
+            processor = Owl2Processor.from_pretrained(directory, template=template)
+            model = Owl2Model.from_pretrained(str(directory), dtype=dtype)
     except (OSError, KeyError, TypeError) as e:  # transformers reports unreadable folders this way
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ValueError(f"{directory}: cannot load the model or its tokenizer ({first})") from None
@@ -48,21 +86,21 @@ def messages_for(question: Question, prompt_suffix: str = "") -> list[dict[str, 
     return [{"role": "user", "content": text}]
 
 
-def load_images(questions: list[Question]) -> list:
-    """Decode the questions' images, in order.
+def load_inputs(questions: list[Question], processor: MultimodalProcessor) -> dict[str, list]:
+    """Decode the questions' inputs, by modality, in order of appearance.
 
     Raises:
-        ValueError: Naming `FILE:LINE` of an unreadable image.
+        ValueError: Naming `FILE:LINE` and the file of an unreadable input, or a modality the model lacks.
     """
-    images = []
+    inputs: dict[str, list] = {}
     for question in questions:
-        if question.image is None:
-            continue
-        try:
-            images.append(load_image(question.image))
-        except ValueError as e:
-            raise ValueError(f"{question.location}: {e}") from None
-    return images
+        for modality, paths in question.inputs.items():
+            for path in paths:
+                try:
+                    inputs.setdefault(modality, []).append(processor.load(modality, path))
+                except ValueError as e:
+                    raise ValueError(f"{question.location}: {e}") from None
+    return inputs
 
 
 def new_tokens(output: torch.Tensor, prompt_length: int, eos_token_id: int | None) -> list[list[int]]:
@@ -77,8 +115,8 @@ def new_tokens(output: torch.Tensor, prompt_length: int, eos_token_id: int | Non
 
 @torch.inference_mode()
 def answer_batch(
-    model: Owl2Model,
-    processor: Owl2Processor,
+    model: MultimodalPreTrainedModel,
+    processor: MultimodalProcessor,
     questions: list[Question],
     max_new_tokens: int = 16,
     prompt_suffix: str = "",
@@ -87,28 +125,34 @@ def answer_batch(
 
     Args:
         model: The model, in eval mode.
-        processor: Its processor (tokenizer and image processor).
+        processor: Its processor.
         questions: The batch.
         max_new_tokens: Most tokens per answer.
         prompt_suffix: Text appended to every question (e.g. the official "Answer the question using a
             single word or phrase.").
 
     Returns:
-        One answer per question, decoded without special tokens.
+        One answer per question, decoded without special tokens and cut where the template's replies stop.
     """
     if not questions:
         return []
     batch = processor.apply_chat(
-        [messages_for(q, prompt_suffix) for q in questions], images=load_images(questions), padding_side="left"
+        [messages_for(q, prompt_suffix) for q in questions], inputs=load_inputs(questions, processor), padding_side="left"
     )
-    device = next(model.parameters()).device
-    inputs = {k: v.to(device) for k, v in batch.items() if k != "labels" and v is not None}
-    tokenizer = processor.tokenizer
-    output = model.generate(
-        **inputs,
-        max_new_tokens=max_new_tokens,
-        do_sample=False,
-        pad_token_id=processor.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
-    return [processor.decode(ids) for ids in new_tokens(output, inputs["input_ids"].shape[1], tokenizer.eos_token_id)]
+    output = model.generate(**model_inputs(batch, model), max_new_tokens=max_new_tokens, do_sample=False, **processor.generation_kwargs())
+    prompt_length = batch["input_ids"].shape[1]
+    return [processor.decode(ids) for ids in new_tokens(output, prompt_length, processor.tokenizer.eos_token_id)]
+
+
+def model_inputs(batch: dict, model: torch.nn.Module) -> dict:
+    """A processor's batch on the model's device and in its dtype (floats only), without labels or Nones."""
+    parameter = next(model.parameters())
+
+    def move(value):
+        if isinstance(value, dict):
+            return {key: move(item) for key, item in value.items()}
+        if value.is_floating_point():
+            return value.to(parameter.device, parameter.dtype)
+        return value.to(parameter.device)
+
+    return {key: move(value) for key, value in batch.items() if key != "labels" and value is not None}

@@ -9,15 +9,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from owl2.data.checks import resolve_image_path
+from owl2.data.checks import InputPath, record_inputs, resolve_input
 from owl2.eval.answers import iter_jsonl, record_id
-from owl2.processing.templates import IMAGE_PLACEHOLDER
+from owl2.processing.templates import PLACEHOLDERS
 
-MODEL_FOLDER_FILES = ("config.json", "preprocessor_config.json")
-"""Files every model folder holds (besides the weights and the tokenizer)."""
+PROCESSOR_FILES = ("preprocessor_config.json", "media_config.json")
+"""What a model folder's processor is read from: mPLUG-Owl2's image processor, or OneLLM's media config."""
 
-CARRIED_KEYS = ("question_type", "type", "answer_type", "image")
-"""Input keys copied into each output record (besides `id`, `question` and `answer`)."""
+CARRIED_KEYS = ("question_type", "type", "answer_type", *PLACEHOLDERS)
+"""Input keys copied into each output record (besides `id`, `question` and `answer`): the inputs among them."""
 
 
 @dataclass
@@ -27,9 +27,9 @@ class Question:
     id: str
     """The record's id."""
     text: str
-    """The question; holds one `<|image|>` if and only if `image` is set."""
-    image: Path | None
-    """The image file, resolved inside the image folder."""
+    """The question; holds one placeholder (`<|image|>`, `<|audio|>` ...) per input."""
+    inputs: dict[str, list[InputPath]]
+    """Modality -> its input files, resolved inside the folder, in order of their placeholders."""
     location: str
     """`FILE:LINE` of the record, for messages."""
     extra: dict = field(default_factory=dict)
@@ -48,20 +48,23 @@ def question_text(record: dict) -> str | None:
 
 
 def read_questions(path: str | Path, image_folder: str | Path | None = None) -> list[Question]:
-    """Read and check a questions JSONL (`id`, `question` or `text`, optional `image`).
+    """Read and check a questions JSONL (`id`, `question` or `text`, and optional inputs).
+
+    Inputs are keys named after their modality (`owl2.data.checks`): `image`, `video`, `audio`, `point`,
+    `imu`, `fmri` (a path or a list), `rgbd`, `rgbn` (a pair `[image, map]` or a list of pairs).
 
     Args:
         path: The JSONL file.
-        image_folder: Folder image paths are relative to (default: the file's folder).
+        image_folder: Folder input paths are relative to (default: the file's folder).
 
     Returns:
-        The questions, in file order; a question with an image starts with `<|image|>` unless it
-        already holds one.
+        The questions, in file order; the placeholders of a modality the question does not write are put
+        in front of it.
 
     Raises:
         FileNotFoundError: If the file is missing.
-        ValueError: Naming `FILE:LINE` for a malformed record, a missing question, a repeated id, an
-            image path outside the folder or a missing image file.
+        ValueError: Naming `FILE:LINE` for a malformed record, a missing question, a repeated id, a path
+            outside the folder, a missing file, or placeholders that do not match the inputs.
     """
     path = Path(path)
     folder = Path(image_folder) if image_folder is not None else path.parent
@@ -76,42 +79,47 @@ def read_questions(path: str | Path, image_folder: str | Path | None = None) -> 
         text = question_text(record)
         if text is None:
             raise ValueError(f"{location}: missing 'question' (or 'text'): expected the question as a string")
-        image = record.get("image")
-        if image is not None and not (isinstance(image, str) and image):
-            raise ValueError(f"{location}: 'image' must be one relative path (a string)")
-        image_path = None
-        if image is not None:
-            try:
-                image_path = resolve_image_path(folder, image)
-            except ValueError as e:
-                raise ValueError(f"{location}: {e}") from None
-            if not image_path.is_file():
-                raise ValueError(f"{location}: image {image!r} not found in {folder}")
-            if IMAGE_PLACEHOLDER not in text:
-                text = f"{IMAGE_PLACEHOLDER}\n{text}"
-        if text.count(IMAGE_PLACEHOLDER) != (1 if image_path else 0):
-            raise ValueError(
-                f"{location}: the question holds {text.count(IMAGE_PLACEHOLDER)} {IMAGE_PLACEHOLDER} but the record has "
-                f"{1 if image_path else 0} image"
-            )
+        try:
+            names = record_inputs(record)
+            inputs = {m: [resolve_input(folder, m, name) for name in ns] for m, ns in names.items()}
+        except ValueError as e:
+            raise ValueError(f"{location}: {e}") from None
+        for modality, paths in inputs.items():
+            for name, resolved in zip(names[modality], paths):
+                for one, file in zip(name if isinstance(name, tuple) else (name,), _files(resolved)):
+                    if not file.is_file():
+                        raise ValueError(f"{location}: {modality} {one!r} not found in {folder}")
+        leading = "".join(PLACEHOLDERS[m] * len(ps) for m, ps in inputs.items() if PLACEHOLDERS[m] not in text)
+        text = f"{leading}\n{text}" if leading else text
+        for modality, placeholder in PLACEHOLDERS.items():
+            count, given = text.count(placeholder), len(inputs.get(modality, ()))
+            if count != given:
+                raise ValueError(
+                    f"{location}: the question holds {count} {placeholder} but the record has {given} {modality} input(s)"
+                )
         extra = {k: record[k] for k in CARRIED_KEYS if k in record}
-        questions.append(Question(qid, text, image_path, location, extra))
+        questions.append(Question(qid, text, inputs, location, extra))
     return questions
 
 
+def _files(path: InputPath) -> tuple[Path, ...]:
+    return path if isinstance(path, tuple) else (path,)
+
+
 def check_model_folder(directory: str | Path) -> Path:
-    """The folder, if it looks like one `Owl2Model.save_pretrained` and `Owl2Processor.save_pretrained` wrote.
+    """The folder, if it looks like one a model's and its processor's `save_pretrained` wrote.
 
     Raises:
-        FileNotFoundError: If the folder, its `config.json` or its `preprocessor_config.json` is missing.
+        FileNotFoundError: If the folder, its `config.json` or its processor's file is missing.
     """
     directory = Path(directory)
     if not directory.is_dir():
         raise FileNotFoundError(f"{directory}: no such model folder")
-    for name in MODEL_FOLDER_FILES:
-        if not (directory / name).is_file():
-            raise FileNotFoundError(
-                f"{directory}: no {name}; expected a folder written by Owl2Model.save_pretrained and "
-                "Owl2Processor.save_pretrained"
-            )
+    if not (directory / "config.json").is_file():
+        raise FileNotFoundError(f"{directory}: no config.json; expected a folder written by a model's save_pretrained")
+    if not any((directory / name).is_file() for name in PROCESSOR_FILES):
+        raise FileNotFoundError(
+            f"{directory}: no {' or '.join(PROCESSOR_FILES)}; expected a folder written by a processor's "
+            "save_pretrained (Owl2Processor or OneLLMProcessor)"
+        )
     return directory

@@ -10,7 +10,6 @@ checked against the placeholders and handed to the family's `encode_inputs`. `Ow
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -77,6 +76,20 @@ class MultimodalProcessor:
     def encode_inputs(self, inputs: Mapping[str, list]) -> Any:
         """Inputs per modality (each a non-empty list, in order of appearance) -> the model's argument."""
         raise NotImplementedError
+
+    def load_file(self, modality: str, path: Any) -> Any:
+        """Read one input file of a modality of this family into what `encode_inputs` takes."""
+        raise NotImplementedError
+
+    def load(self, modality: str, path: Any) -> Any:
+        """Read one input file (a pair of them for rgbd / rgbn) into what `encode_inputs` takes.
+
+        Raises:
+            ValueError: This model has no such modality, or the file is missing or unreadable, naming it.
+        """
+        if modality not in self.placeholders:
+            raise ValueError(f"{modality} inputs were given, but this model takes only {', '.join(self.placeholders)}")
+        return self.load_file(modality, path)
 
     def _encode(self, text: str) -> list[int]:
         bos = [self.tokenizer.bos_token_id] if self.tokenizer.bos_token_id is not None else []
@@ -206,6 +219,11 @@ class Owl2Processor(MultimodalProcessor):
     def encode_inputs(self, inputs: Mapping[str, list]) -> torch.Tensor:
         return self.image_processor(inputs["image"])  # (N, 3, H, W)
 
+    def load_file(self, modality: str, path: str | Path) -> Image.Image:
+        from owl2.data.checks import load_image
+
+        return load_image(Path(path))
+
     def save_pretrained(self, directory: str | Path) -> None:
         """Write the tokenizer files and `preprocessor_config.json` into `directory`."""
         self.tokenizer.save_pretrained(str(directory))
@@ -218,3 +236,49 @@ class Owl2Processor(MultimodalProcessor):
 
         tokenizer = AutoTokenizer.from_pretrained(str(directory))
         return cls(tokenizer, Owl2ImageProcessor.from_pretrained(directory), template=template)
+
+
+class OneLLMProcessor(MultimodalProcessor):
+    """Tokenizer + OneLLM's media loaders, for `OneLLMModel`: any of the eight modalities in one prompt.
+
+    Example:
+        >>> processor = OneLLMProcessor(tokenizer, OneLLMMediaProcessor.from_model_config(model.config))
+        >>> batch = processor.apply_chat([[{"role": "user", "content": "<|audio|> What is this sound?"}]],
+        ...                              audio=["dog.wav"])
+        >>> model.generate(**batch, **processor.generation_kwargs())
+    """
+
+    placeholders = ONELLM_MODALITY_TOKEN_INDEX
+    inputs_name = "modality_inputs"
+
+    def __init__(self, tokenizer, media_processor, template: str | ChatTemplate = "onellm"):
+        """Build the processor.
+
+        Args:
+            tokenizer: LLaMA-2's tokenizer (any transformers tokenizer); its pad token, or else its unk token, pads.
+            media_processor: An `OneLLMMediaProcessor`: files to tensors.
+            template: Chat template for `apply_chat` (the release's by default).
+        """
+        super().__init__(tokenizer, template)
+        self.media_processor = media_processor
+
+    def encode_inputs(self, inputs: Mapping[str, list]) -> dict[str, torch.Tensor]:
+        return {modality: self.media_processor(modality, items) for modality, items in inputs.items()}
+
+    def load_file(self, modality: str, path: Any) -> torch.Tensor:
+        return self.media_processor.load(modality, path)
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        """Write the tokenizer files and `media_config.json` into `directory`."""
+        self.tokenizer.save_pretrained(str(directory))
+        self.media_processor.save_pretrained(directory)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, template: str | ChatTemplate = "onellm") -> "OneLLMProcessor":
+        """Load a tokenizer (with `AutoTokenizer`) and the media config from one folder."""
+        from transformers import AutoTokenizer
+
+        from owl2.processing.media import OneLLMMediaProcessor
+
+        tokenizer = AutoTokenizer.from_pretrained(str(directory))
+        return cls(tokenizer, OneLLMMediaProcessor.from_pretrained(directory), template=template)

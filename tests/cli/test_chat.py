@@ -20,7 +20,7 @@ def test_chat_turns_image_reset_quit(monkeypatch, capsys, model_dir, tiny_data):
 
     def spy(self, text, out=None):
         answer = original(self, text) if out is None else original(self, text, out)
-        seen.append((len(self.messages), len(self.images), answer))
+        seen.append((len(self.messages), len(self.inputs.get("image", [])), answer))
         return answer
 
     monkeypatch.setattr(chat_module.Session, "reply", spy)
@@ -39,9 +39,12 @@ def test_chat_turns_image_reset_quit(monkeypatch, capsys, model_dir, tiny_data):
 
 
 def test_chat_bad_image_keeps_going_and_bad_start_is_one_line(monkeypatch, capsys, model_dir, tmp_path):
-    assert chat(monkeypatch, model_dir, [f"/image {tmp_path / 'missing.png'}", "/nope"]) == 0
+    lines = [f"/image {tmp_path / 'missing.png'}", "/nope", f"/audio {tmp_path / 'a.wav'}", "/rgbd only-one.png"]
+    assert chat(monkeypatch, model_dir, lines) == 0
     out = capsys.readouterr().out
     assert "error: image" in out and "not found" in out and "unknown command /nope" in out
+    assert "error: audio inputs were given, but this model takes only image" in out
+    assert "usage: /rgbd IMAGE MAP" in out
 
     assert chat(monkeypatch, model_dir, [], "--image", str(tmp_path / "missing.png")) == 2
     err = capsys.readouterr().err
