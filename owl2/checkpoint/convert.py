@@ -1,9 +1,10 @@
 """Folder-to-folder conversions: official release <-> owl2, and LLaMA-2 + CLIP -> a fresh owl2 model.
 
 Each conversion streams the source one shard at a time through a pure key map (`official`, `llama`,
-`clip`), checks every key and shape against what the target model expects, and writes bounded
+`clip`), checks every key and shape against what the target model expects (`KeyCheck`), and writes bounded
 shards into a temporary folder renamed into place when complete (`io`). Peak memory is about one
-input shard plus one output shard.
+input shard plus one output shard. OneLLM's conversions (`convert_onellm`) reuse `KeyCheck`, `map_shard`
+and `progress_bar`.
 """
 
 from __future__ import annotations
@@ -62,8 +63,13 @@ def _listing(keys: Iterable[str]) -> str:
     return shown + (f", ... ({len(keys)} in all)" if len(keys) > _MAX_LISTED else "")
 
 
-class _KeyCheck:
-    """Checks converted tensors against the target's keys and shapes as they stream past."""
+class KeyCheck:
+    """Checks tensors against the keys and shapes a target expects, as they stream past.
+
+    Args:
+        expected: The target's tensors (meta tensors will do: only the shapes are read).
+        target: What the target is, for the messages (e.g. "Owl2Model").
+    """
 
     def __init__(self, expected: Mapping[str, torch.Tensor], target: str):
         self.shapes = {key: tuple(tensor.shape) for key, tensor in expected.items()}
@@ -73,7 +79,7 @@ class _KeyCheck:
     def __call__(self, converted: Mapping[str, torch.Tensor], source: Path | str) -> None:
         unexpected = [key for key in converted if key not in self.shapes]
         if unexpected:
-            raise CheckpointError(f"{source}: converted keys that {self.target} does not have: {_listing(unexpected)}")
+            raise CheckpointError(f"{source}: keys that {self.target} does not have: {_listing(unexpected)}")
         for key, tensor in converted.items():
             if tuple(tensor.shape) != self.shapes[key]:
                 raise CheckpointError(
@@ -87,7 +93,8 @@ class _KeyCheck:
             raise CheckpointError(f"{source}: missing weights for {self.target}: {_listing(missing)}")
 
 
-def _map_shard(convert: Callable[..., dict], shard: Mapping[str, torch.Tensor], path: Path, *args) -> dict:
+def map_shard(convert: Callable[..., Any], shard: Mapping[str, torch.Tensor], path: Path | str, *args) -> Any:
+    """`convert(shard, *args)`, its KeyError (a key the map does not know) raised as a CheckpointError naming `path`."""
     try:
         return convert(shard, *args)
     except KeyError as error:
@@ -98,8 +105,9 @@ def _dtype_name(dtype: torch.dtype | None) -> str:
     return str(dtype or torch.float32).removeprefix("torch.")
 
 
-def _progress(total: int, description: str, enabled: bool) -> tqdm:
-    return tqdm(total=total, desc=description, unit="shard", disable=not enabled)
+def progress_bar(total: int, description: str, enabled: bool, unit: str = "shard") -> tqdm:
+    """A tqdm bar over `total` units, silent unless `enabled`."""
+    return tqdm(total=total, desc=description, unit=unit, disable=not enabled)
 
 
 # -- official -> owl2 ---------------------------------------------------------------------------------
@@ -117,12 +125,12 @@ def convert_official(
     """
     source, destination = Path(source), Path(destination)
     config = official_config_to_owl2(read_config(source))
-    check = _KeyCheck(_meta_state_dict(config), "Owl2Model")
+    check = KeyCheck(_meta_state_dict(config), "Owl2Model")
     files = weight_files(source)
     with atomic_folder(destination, overwrite) as staging, ShardedWriter(staging, max_shard_bytes) as writer:
-        with _progress(len(files), "official -> owl2", progress) as bar:
+        with progress_bar(len(files), "official -> owl2", progress) as bar:
             for path, shard in iter_shards(source):
-                converted = _map_shard(official_to_owl2, shard, path, config)
+                converted = map_shard(official_to_owl2, shard, path, config)
                 check(converted, path)
                 writer.add(converted)
                 del shard, converted
@@ -147,14 +155,14 @@ def export_official(
     """
     source, destination = Path(source), Path(destination)
     config = Owl2Config.from_pretrained(source)
-    check = _KeyCheck(owl2_to_official(_meta_state_dict(config), config), "the official model")
+    check = KeyCheck(owl2_to_official(_meta_state_dict(config), config), "the official model")
     files = weight_files(source)
     dtype = None
     with atomic_folder(destination, overwrite) as staging:
         with ShardedWriter(staging, max_shard_bytes, weights_format) as writer:
-            with _progress(len(files), "owl2 -> official", progress) as bar:
+            with progress_bar(len(files), "owl2 -> official", progress) as bar:
                 for path, shard in iter_shards(source):
-                    converted = _map_shard(owl2_to_official, shard, path, config)
+                    converted = map_shard(owl2_to_official, shard, path, config)
                     check(converted, path)
                     if dtype is None and converted:
                         dtype = next(iter(converted.values())).dtype
@@ -228,19 +236,19 @@ def init_from_llama_clip(
     llama_config = read_config(llama_folder)
     config = init_config(llama_config, read_config(clip_folder), abstractor)
     tied = bool(llama_config.get("tie_word_embeddings", False))
-    check = _KeyCheck(_meta_state_dict(config), "Owl2Model")
+    check = KeyCheck(_meta_state_dict(config), "Owl2Model")
     files = weight_files(llama_folder)
     with atomic_folder(destination, overwrite) as staging, ShardedWriter(staging, max_shard_bytes) as writer:
-        vision = _map_shard(clip_to_owl2, load_state_dict(clip_folder), clip_folder)
+        vision = map_shard(clip_to_owl2, load_state_dict(clip_folder), clip_folder)
         check(vision, clip_folder)
         writer.add(vision)
         del vision
         fresh = fresh_abstractor(config, seed)
         check(fresh, "fresh abstractor")
         writer.add(fresh)
-        with _progress(len(files), "LLaMA -> owl2", progress) as bar:
+        with progress_bar(len(files), "LLaMA -> owl2", progress) as bar:
             for path, shard in iter_shards(llama_folder):
-                converted = _map_shard(llama_to_owl2, shard, path)
+                converted = map_shard(llama_to_owl2, shard, path)
                 if tied and "language_model.embed_tokens.weight" in converted:
                     converted.setdefault("lm_head.weight", converted["language_model.embed_tokens.weight"].clone())
                 check(converted, path)
@@ -276,10 +284,10 @@ def load_official_model(
     config = official_config_to_owl2(read_config(folder))
     if attn_implementation is not None:
         config._attn_implementation = attn_implementation
-    check = _KeyCheck(_meta_state_dict(config), "Owl2Model")
+    check = KeyCheck(_meta_state_dict(config), "Owl2Model")
     state_dict: dict[str, torch.Tensor] = {}
     for path, shard in iter_shards(folder):
-        converted = _map_shard(official_to_owl2, shard, path, config)
+        converted = map_shard(official_to_owl2, shard, path, config)
         check(converted, path)
         state_dict.update(converted)
     check.finish(folder)

@@ -56,8 +56,8 @@ Key map from the release (`consolidated.00-of-01.pth`; keys relative to this mod
     llma.clip.visual.proj                                   (dropped: the release never applies it)
 
 The release's `llma.resample_layers` is a ModuleDict keyed "0".."K-1" and `experts` a ModuleList, so
-`{k}` is the same string on both sides. (`llma.clip.*` is open_clip's ViT-L/14; whether the released
-file carries it or the model downloads OpenAI's weights at construction is for the converter to check.)
+`{k}` is the same string on both sides. (`llma.clip.*` is open_clip's ViT-L/14; `owl2.checkpoint.onellm`
+holds the whole map, the LLaMA part included, and `tools/convert_checkpoint.py onellm` applies it.)
 """
 
 from __future__ import annotations
