@@ -180,7 +180,7 @@ def resolve_input(folder: str | Path, modality: str, name: InputName) -> InputPa
 
 
 def check_input(modality: str, path: InputPath, name: InputName) -> None:
-    """Decode one input the way the model's loader will, for its errors.
+    """Decode one input the way the model's loader will (with the release's sizes), for its errors.
 
     Raises:
         ValueError: Naming the file and what was expected (missing, unreadable, wrong shape, NaN ...).
@@ -188,9 +188,9 @@ def check_input(modality: str, path: InputPath, name: InputName) -> None:
     if modality == "image":
         load_image(path, name).close()
         return
-    from owl2.processing.media import load_input  # torch: only for records that have such inputs
+    from owl2.processing.media import OneLLMMediaProcessor  # torch: only for records that have such inputs
 
-    load_input(modality, path)
+    OneLLMMediaProcessor().load(modality, path)  # the release's sizes
 
 
 def load_image(path: Path, name: str | None = None) -> Image.Image:

@@ -170,10 +170,14 @@ class MultimodalProcessor:
         return batch
 
     def generation_kwargs(self) -> dict[str, Any]:
-        """What `generate` needs to end replies where this template does (padding, EOS, a stop string)."""
+        """What `generate` needs to end replies where this template does (padding, EOS, a stop text); fresh per call."""
         kwargs: dict[str, Any] = {"pad_token_id": self.pad_token_id, "eos_token_id": self.tokenizer.eos_token_id}
         if self.template.stop:
-            kwargs.update(stop_strings=[self.template.stop], tokenizer=self.tokenizer)
+            from transformers import StoppingCriteriaList
+
+            from owl2.processing.stopping import StopOnText
+
+            kwargs["stopping_criteria"] = StoppingCriteriaList([StopOnText(self.tokenizer, self.template.stop)])
         return kwargs
 
     def decode(self, ids: torch.Tensor | list[int]) -> str:
