@@ -76,17 +76,31 @@ class Session:
         self.inputs.setdefault(modality, []).append(item)
         self.pending.append(modality)
 
-    def reply(self, text: str, out=sys.stdout) -> str:
-        """Add a user message, stream the reply to `out`, and return it."""
-        import torch
-        from transformers import TextStreamer
+    def reply(self, text: str, out=None) -> str:
+        """Add a user message, stream the reply to `out` (default: stdout), and return it.
 
-        from owl2.eval.generation import model_inputs, new_tokens
+        On an error (say, the conversation outgrew the model's context) the message is taken back and the
+        inputs it carried wait for the next one.
+        """
         from owl2.processing.templates import PLACEHOLDERS
 
         content = "".join(PLACEHOLDERS[m] for m in self.pending) + ("\n" if self.pending else "") + text
         self.messages.append({"role": "user", "content": content})
+        try:
+            answer = self._generate(out or sys.stdout)
+        except Exception:
+            self.messages.pop()
+            raise
         self.pending = []
+        self.messages.append({"role": "assistant", "content": answer})
+        return answer
+
+    def _generate(self, out) -> str:
+        import torch
+        from transformers import TextStreamer
+
+        from owl2.eval.generation import model_inputs, new_tokens
+
         batch = self.processor.apply_chat([self.messages], inputs=self.inputs)
         inputs = model_inputs(batch, self.model)
         streamer = TextStreamer(self.processor.tokenizer, skip_prompt=True, skip_special_tokens=True)
@@ -101,9 +115,7 @@ class Session:
                 **sampling,
             )
         ids = new_tokens(output, inputs["input_ids"].shape[1], self.processor.tokenizer.eos_token_id)[0]
-        answer = self.processor.decode(ids)
-        self.messages.append({"role": "assistant", "content": answer})
-        return answer
+        return self.processor.decode(ids)
 
 
 def attach_command(session: Session, line: str) -> str:
@@ -168,6 +180,5 @@ def run_chat(args: argparse.Namespace) -> int:
             try:
                 session.reply(line)
             except ValueError as e:  # e.g. the conversation outgrew the model's context
-                session.messages.pop()
                 print(f"\nerror: {e}")
     return 0

@@ -21,14 +21,12 @@ beside it: one modality per record.)
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
-
 from owl2.data.records import RecordError, RecordFile
+from owl2.processing.image_file import load_image
 from owl2.processing.templates import ASSISTANT, PLACEHOLDERS, USER
 
 PAIRED_MODALITIES = ("rgbd", "rgbn")
@@ -191,38 +189,6 @@ def check_input(modality: str, path: InputPath, name: InputName) -> None:
     from owl2.processing.media import OneLLMMediaProcessor  # torch: only for records that have such inputs
 
     OneLLMMediaProcessor().load(modality, path)  # the release's sizes
-
-
-def load_image(path: Path, name: str | None = None) -> Image.Image:
-    """Open and fully decode an image, with Pillow's decompression-bomb limit as an error.
-
-    Args:
-        path: The file.
-        name: The name in the record, for messages (defaults to `path`).
-
-    Returns:
-        The decoded image (any mode; `Owl2ImageProcessor` converts it).
-
-    Raises:
-        ValueError: Missing, empty, unreadable, truncated or oversized image.
-    """
-    name = name or str(path)
-    if not path.is_file():
-        raise ValueError(f"image {name!r} not found")
-    if path.stat().st_size == 0:
-        raise ValueError(f"image {name!r} is an empty file")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                image.load()
-                return image.copy()
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise ValueError(f"image {name!r} is too large to decode safely ({e})") from None
-    except UnidentifiedImageError:
-        raise ValueError(f"image {name!r} is not a readable image (corrupt or unknown format)") from None
-    except (OSError, SyntaxError, ValueError) as e:
-        raise ValueError(f"image {name!r} is corrupt or truncated ({e})") from None
 
 
 def validate_record(record: dict, location: str, image_folder: str | Path | None, load: bool = True) -> Sample:

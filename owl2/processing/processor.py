@@ -19,6 +19,7 @@ from PIL import Image
 
 from owl2.constants import IGNORE_INDEX, ONELLM_MODALITY_TOKEN_INDEX
 from owl2.processing.image import Owl2ImageProcessor
+from owl2.processing.image_file import load_image
 from owl2.processing.templates import PLACEHOLDERS, ChatTemplate, get_template
 from owl2.processing.tokenization import IMAGE_ONLY, encode_conversation, encode_text
 
@@ -224,8 +225,6 @@ class Owl2Processor(MultimodalProcessor):
         return self.image_processor(inputs["image"])  # (N, 3, H, W)
 
     def load_file(self, modality: str, path: str | Path) -> Image.Image:
-        from owl2.data.checks import load_image
-
         return load_image(Path(path))
 
     def save_pretrained(self, directory: str | Path) -> None:

@@ -98,7 +98,8 @@ def test_chat_takes_inputs_at_start_and_between_turns(onellm_dir, media_files, m
     args = ["chat", "--model", str(onellm_dir), "--max-new-tokens", "3", "--audio", str(media_files / "clip.wav")]
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert seen == [{"audio": 1}, {"audio": 1, "rgbd": 1}]
+    assert seen == [{"audio": 1}, {"audio": 1, "rgbd": 1}], out
+    assert "placeholders but" not in out
     assert "(rgbd" in out and "attached to your next message" in out
     assert "error:" in out and "empty.wav" in out  # a bad file is reported and the chat goes on
 

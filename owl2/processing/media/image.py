@@ -14,10 +14,11 @@ from pathlib import Path
 
 import torch
 import torchvision.transforms.functional as TF
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torchvision.transforms import InterpolationMode
 
 from owl2.processing.image import normalize, to_rgb
+from owl2.processing.image_file import load_image as load_image_file
 from owl2.processing.media.config import MEDIA_SUFFIXES, MediaConfig
 from owl2.processing.media.errors import MediaError, check_file
 
@@ -39,18 +40,16 @@ def transform_image(image: Image.Image, size: int = 224) -> torch.Tensor:
 
 
 def open_image(path: str | Path, modality: str = "image") -> Image.Image:
-    """Open an image file fully (so a truncated file fails here).
+    """Open an image file fully (so a truncated file fails here), with Pillow's decompression-bomb limit.
 
     Raises:
-        MediaError: If the file is missing, not an image suffix, or Pillow cannot read it.
+        MediaError: If the file is missing, not an image suffix, empty, or Pillow cannot read it.
     """
     path = check_file(path, modality, MEDIA_SUFFIXES[modality])
     try:
-        with Image.open(path) as image:
-            image.load()
-            return image
-    except (UnidentifiedImageError, OSError, SyntaxError) as error:  # Pillow's "cannot read" errors
-        raise MediaError(f"{path}: cannot read as an image ({error}); expected an image file") from None
+        return load_image_file(path)
+    except ValueError as error:  # it names the file: "image '.../x.png' is corrupt or truncated (...)"
+        raise MediaError(f"{error}; expected an image file") from None
 
 
 def load_image(image: str | Path | Image.Image, config: MediaConfig = MediaConfig()) -> torch.Tensor:

@@ -58,9 +58,9 @@ def test_missing_wrong_suffix_and_unreadable(tmp_path):
     with pytest.raises(MediaError, match=r"cat.mp4: unsupported file type '.mp4' for image; expected .jpg"):
         load_image(tmp_path / "cat.mp4")
     (tmp_path / "junk.png").write_bytes(b"not a png")
-    with pytest.raises(MediaError, match=r"junk.png: cannot read as an image .*; expected an image file"):
+    with pytest.raises(MediaError, match=r"junk.png' is not a readable image .*; expected an image file"):
         load_image(tmp_path / "junk.png")
     noise_image(64, 48).save(tmp_path / "whole.png")
     (tmp_path / "cut.png").write_bytes((tmp_path / "whole.png").read_bytes()[:500])
-    with pytest.raises(MediaError, match=r"cut.png: cannot read as an image"):
+    with pytest.raises(MediaError, match=r"cut.png' is corrupt or truncated"):
         load_image(tmp_path / "cut.png")
