@@ -23,8 +23,8 @@ from owl2.eval.inputs import Question, check_model_folder
 from owl2.models.multimodal import MultimodalPreTrainedModel
 from owl2.processing.processor import MultimodalProcessor
 
-DEFAULT_TEMPLATES = {"owl2": "mplug_owl2", "onellm": "onellm"}
-"""A family's `model_type` -> the chat template its release was trained with."""
+MODEL_TYPES = ("owl2", "onellm")
+"""The `model_type`s a model folder may have: mPLUG-Owl2's and OneLLM's."""
 
 
 def model_type(directory: str | Path) -> str:
@@ -38,9 +38,22 @@ def model_type(directory: str | Path) -> str:
         kind = json.loads(path.read_text()).get("model_type")
     except (OSError, json.JSONDecodeError, AttributeError) as e:
         raise ValueError(f"{path}: not a readable model config ({e})") from None
-    if kind not in DEFAULT_TEMPLATES:
-        raise ValueError(f"{path}: model_type {kind!r}; expected one of {sorted(DEFAULT_TEMPLATES)}")
+    if kind not in MODEL_TYPES:
+        raise ValueError(f"{path}: model_type {kind!r}; expected one of {list(MODEL_TYPES)}")
     return kind
+
+
+def family(kind: str) -> tuple[type[MultimodalPreTrainedModel], type[MultimodalProcessor]]:
+    """The model and processor classes of a `model_type`."""
+    if kind == "onellm":
+        from owl2.models.onellm import OneLLMModel
+        from owl2.processing.processor import OneLLMProcessor
+
+        return OneLLMModel, OneLLMProcessor
+    from owl2.models.owl2 import Owl2Model
+    from owl2.processing.processor import Owl2Processor
+
+    return Owl2Model, Owl2Processor
 
 
 def load_pretrained(
@@ -59,21 +72,10 @@ def load_pretrained(
         ValueError: If the folder's files cannot be read as a model and a tokenizer.
     """
     directory = check_model_folder(directory)
-    kind = model_type(directory)
-    template = template or DEFAULT_TEMPLATES[kind]
+    model_class, processor_class = family(model_type(directory))
     try:
-        if kind == "onellm":
-            from owl2.models.onellm import OneLLMModel
-            from owl2.processing.processor import OneLLMProcessor
-
-            processor = OneLLMProcessor.from_pretrained(directory, template=template)
-            model = OneLLMModel.from_pretrained(str(directory), dtype=dtype)
-        else:
-            from owl2.models.owl2 import Owl2Model
-            from owl2.processing.processor import Owl2Processor
-
-            processor = Owl2Processor.from_pretrained(directory, template=template)
-            model = Owl2Model.from_pretrained(str(directory), dtype=dtype)
+        processor = processor_class.from_pretrained(directory, template=template)
+        model = model_class.from_pretrained(str(directory), dtype=dtype)
     except (OSError, KeyError, TypeError) as e:  # transformers reports unreadable folders this way
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ValueError(f"{directory}: cannot load the model or its tokenizer ({first})") from None

@@ -59,20 +59,29 @@ class MultimodalProcessor:
     """The family's modalities and their placeholder ids."""
     inputs_name: str = "pixel_values"
     """The model's forward argument the encoded inputs go to."""
+    default_template: str = "mplug_owl2"
+    """The chat template the family's release was trained with."""
 
-    def __init__(self, tokenizer, template: str | ChatTemplate):
+    def __init__(self, tokenizer, inputs_processor: Any, template: str | ChatTemplate | None = None):
         """Build the processor.
 
         Args:
             tokenizer: Any transformers tokenizer; its pad token (or else its unk token) pads.
-            template: Chat template for `apply_chat`, and where generated replies stop.
+            inputs_processor: The family's files-to-tensors half, with `save_pretrained` / `from_pretrained`.
+            template: Chat template for `apply_chat`, and where generated replies stop (default: the family's).
         """
         self.tokenizer = tokenizer
-        self.template = get_template(template)
+        self.inputs_processor = inputs_processor
+        self.template = get_template(template or self.default_template)
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.unk_token_id
         if pad is None:
             raise ValueError("the tokenizer has neither a pad nor an unk token to pad with")
         self.pad_token_id = pad
+
+    @classmethod
+    def inputs_processor_class(cls) -> type:
+        """The class of the family's inputs processor (imported when asked, to keep imports light)."""
+        raise NotImplementedError
 
     def encode_inputs(self, inputs: Mapping[str, list]) -> Any:
         """Inputs per modality (each a non-empty list, in order of appearance) -> the model's argument."""
@@ -181,6 +190,19 @@ class MultimodalProcessor:
             kwargs["stopping_criteria"] = StoppingCriteriaList([StopOnText(self.tokenizer, self.template.stop)])
         return kwargs
 
+    def save_pretrained(self, directory: str | Path) -> None:
+        """Write the tokenizer files and the inputs processor's config into `directory`."""
+        self.tokenizer.save_pretrained(str(directory))
+        self.inputs_processor.save_pretrained(directory)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, template: str | ChatTemplate | None = None) -> MultimodalProcessor:
+        """Load the tokenizer (with `AutoTokenizer`) and the inputs processor from one folder."""
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(directory))
+        return cls(tokenizer, cls.inputs_processor_class().from_pretrained(directory), template=template)
+
     def decode(self, ids: torch.Tensor | list[int]) -> str:
         """Decode generated ids to text, without special tokens, cut where the template's replies stop."""
         ids = ids.tolist() if isinstance(ids, torch.Tensor) else ids
@@ -202,7 +224,7 @@ def _merge_inputs(inputs: Mapping[str, Sequence] | None, by_modality: Mapping[st
 
 
 class Owl2Processor(MultimodalProcessor):
-    """Tokenizer + image processor, for `Owl2Model`.
+    """Tokenizer + image processor, for `Owl2Model`; its files are the tokenizer's and `preprocessor_config.json`.
 
     Example:
         >>> processor = Owl2Processor(tokenizer, Owl2ImageProcessor(size=56))
@@ -210,16 +232,14 @@ class Owl2Processor(MultimodalProcessor):
         >>> model.generate(**batch)
     """
 
-    def __init__(self, tokenizer, image_processor: Owl2ImageProcessor, template: str | ChatTemplate = "mplug_owl2"):
-        """Build the processor.
+    @property
+    def image_processor(self) -> Owl2ImageProcessor:
+        """The image half."""
+        return self.inputs_processor
 
-        Args:
-            tokenizer: Any transformers tokenizer; its pad token (or else its unk token) pads.
-            image_processor: The image half.
-            template: Chat template for `apply_chat`.
-        """
-        super().__init__(tokenizer, template)
-        self.image_processor = image_processor
+    @classmethod
+    def inputs_processor_class(cls) -> type:
+        return Owl2ImageProcessor
 
     def encode_inputs(self, inputs: Mapping[str, list]) -> torch.Tensor:
         return self.image_processor(inputs["image"])  # (N, 3, H, W)
@@ -227,22 +247,10 @@ class Owl2Processor(MultimodalProcessor):
     def load_file(self, modality: str, path: str | Path) -> Image.Image:
         return load_image(Path(path))
 
-    def save_pretrained(self, directory: str | Path) -> None:
-        """Write the tokenizer files and `preprocessor_config.json` into `directory`."""
-        self.tokenizer.save_pretrained(str(directory))
-        self.image_processor.save_pretrained(directory)
-
-    @classmethod
-    def from_pretrained(cls, directory: str | Path, template: str | ChatTemplate = "mplug_owl2") -> "Owl2Processor":
-        """Load a tokenizer (with `AutoTokenizer`) and the image processor from one folder."""
-        from transformers import AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(str(directory))
-        return cls(tokenizer, Owl2ImageProcessor.from_pretrained(directory), template=template)
-
 
 class OneLLMProcessor(MultimodalProcessor):
-    """Tokenizer + OneLLM's media loaders, for `OneLLMModel`: any of the eight modalities in one prompt.
+    """Tokenizer + OneLLM's media loaders, for `OneLLMModel`: any of the eight modalities in one prompt; its files
+    are the tokenizer's and `media_config.json`.
 
     Example:
         >>> processor = OneLLMProcessor(tokenizer, OneLLMMediaProcessor.from_model_config(model.config))
@@ -253,35 +261,21 @@ class OneLLMProcessor(MultimodalProcessor):
 
     placeholders = ONELLM_MODALITY_TOKEN_INDEX
     inputs_name = "modality_inputs"
+    default_template = "onellm"
 
-    def __init__(self, tokenizer, media_processor, template: str | ChatTemplate = "onellm"):
-        """Build the processor.
+    @property
+    def media_processor(self):
+        """The `OneLLMMediaProcessor`: files to tensors."""
+        return self.inputs_processor
 
-        Args:
-            tokenizer: LLaMA-2's tokenizer (any transformers tokenizer); its pad token, or else its unk token, pads.
-            media_processor: An `OneLLMMediaProcessor`: files to tensors.
-            template: Chat template for `apply_chat` (the release's by default).
-        """
-        super().__init__(tokenizer, template)
-        self.media_processor = media_processor
+    @classmethod
+    def inputs_processor_class(cls) -> type:
+        from owl2.processing.media import OneLLMMediaProcessor  # torch and numpy loaders: only when used
+
+        return OneLLMMediaProcessor
 
     def encode_inputs(self, inputs: Mapping[str, list]) -> dict[str, torch.Tensor]:
         return {modality: self.media_processor(modality, items) for modality, items in inputs.items()}
 
     def load_file(self, modality: str, path: Any) -> torch.Tensor:
         return self.media_processor.load(modality, path)
-
-    def save_pretrained(self, directory: str | Path) -> None:
-        """Write the tokenizer files and `media_config.json` into `directory`."""
-        self.tokenizer.save_pretrained(str(directory))
-        self.media_processor.save_pretrained(directory)
-
-    @classmethod
-    def from_pretrained(cls, directory: str | Path, template: str | ChatTemplate = "onellm") -> "OneLLMProcessor":
-        """Load a tokenizer (with `AutoTokenizer`) and the media config from one folder."""
-        from transformers import AutoTokenizer
-
-        from owl2.processing.media import OneLLMMediaProcessor
-
-        tokenizer = AutoTokenizer.from_pretrained(str(directory))
-        return cls(tokenizer, OneLLMMediaProcessor.from_pretrained(directory), template=template)
