@@ -9,6 +9,7 @@ about one output shard.
 A converted folder holds, besides config.json and the shards:
 
 - the text tokenizer: transformers' files built from `tokenizer.model`, and `tokenizer.model` itself;
+- `media_config.json`: the release's preprocessing sizes, so that `OneLLMProcessor.from_pretrained` loads the folder;
 - `onellm_release.safetensors` (`RELEASE_EXTRAS`): what the release holds that `OneLLMModel` does not, so that
   `export_onellm` writes the release back exactly: the tensors the release never uses
   (`onellm.UNUSED_RELEASE_KEYS`: CLIP's `visual.proj`, the text tower's leftovers) and, as metadata, the text
@@ -55,6 +56,7 @@ from owl2.checkpoint.onellm import (
     release_to_onellm,
 )
 from owl2.config import OneLLMConfig
+from owl2.processing.media.config import MediaConfig
 
 RELEASE_EXTRAS = "onellm_release.safetensors"
 """The file of a converted folder that keeps what the release holds and `OneLLMModel` does not (module docstring)."""
@@ -184,6 +186,7 @@ def convert_onellm(
                     bar.update()
         config.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
+        MediaConfig.from_model_config(config).save_pretrained(staging)  # the release's preprocessing, for the processor
         shutil.copyfile(source / TOKENIZER_FILE, staging / TOKENIZER_FILE)
         save_file(unused, staging / RELEASE_EXTRAS, metadata=extras_metadata)
     return destination

@@ -186,6 +186,18 @@ def test_converted_folder_holds_the_model_in_shards_its_tokenizer_and_the_releas
     assert (converted / RELEASE_EXTRAS).is_file()
 
 
+def test_the_converted_folder_loads_as_a_model_and_its_processor_for_the_command_line(converted, model):
+    from owl2.eval.generation import load_pretrained
+    from owl2.models.onellm import OneLLMModel
+    from owl2.processing import OneLLMProcessor
+    from owl2.processing.media import MediaConfig
+
+    loaded, processor = load_pretrained(converted)
+    assert isinstance(loaded, OneLLMModel) and isinstance(processor, OneLLMProcessor)
+    assert processor.template.name == "onellm"
+    assert processor.media_processor.config == MediaConfig.from_model_config(model.config)
+
+
 def test_the_releases_shapes_give_the_seven_b_preset():
     params = {"dim": 4096, "multiple_of": 256, "n_heads": 32, "n_layers": 32, "norm_eps": 1e-05, "vocab_size": -1}
     config = release_config(params, official_shapes(SEVEN_B))  # default CLIP config: open_clip's ViT-L-14
