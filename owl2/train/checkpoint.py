@@ -2,8 +2,9 @@
 `Trainer._save_checkpoint`).
 
 `checkpoint-<step>/` holds DeepSpeed's engine state (model, optimizer, scheduler; ZeRO shards per
-rank) under `engine/`, `trainer_state.json` (step, data position), one `rng-<rank>.safetensors` per
-rank, and last `manifest.json` (every file's size and SHA-256; `owl2.train.manifest`). Everything is
+rank) under `engine/`, `trainer_state.json` (step, data position, global batch, and the world size and
+ZeRO stage the engine state was written with), one `rng-<rank>.safetensors` per rank, and last
+`manifest.json` (every file's size and SHA-256; `owl2.train.manifest`). Everything is
 written to `.checkpoint-<step>.tmp/` and renamed by rank 0 once every rank has finished, so a crash
 mid-save leaves the previous checkpoint as the latest complete one.
 
@@ -13,6 +14,22 @@ deleted) and the next newest is tried; the other ranks wait and load the one ran
 that fails (a full disk, a quota, a read-only mount) raises `OutputWriteError` naming the folder, the
 space the checkpoint needs and the space free; the partial folder is removed and the previous
 checkpoint is left as it was.
+
+A checkpoint resumes on any world size. The data position counts global batches, whose samples do not
+depend on the world size (`owl2.train.data.ResumableSampler`), and the global batch is kept: each rank's
+gradient accumulation becomes `global_batch_size / (micro_batch_size x world size)`. On another world
+size, a partitioned engine state (ZeRO-1/2/3, bf16) is resharded through DeepSpeed's universal checkpoint:
+rank 0 converts it into `.checkpoint-<step>.universal.tmp/` (removed once loaded), which the engine,
+built with `load_universal`, loads for its own ranks. ZeRO-0 in fp32 keeps the whole state in one file
+and loads as it is. The per-rank RNG states are not carried over; each rank is reseeded from
+`(seed, step, rank)`. One line is logged saying so.
+
+What stays exact: the weights, fp32 master weights, Adam moments and step, and the LR schedule are the
+checkpoint's, bit for bit (the conversion copies tensors); so is the sequence of samples of each step.
+What does not: the gradient of a global batch is then summed in another order (over ranks by the
+all-reduce, over micro-batches by accumulation), so the steps after the resume agree with an
+uninterrupted run only up to float32 rounding. A resume on the same world size loads the checkpoint as
+it is and stays bit-identical.
 
 The RNG state is stored without pickle, so that nothing here needs `torch.load(weights_only=False)`:
 torch's generator state as a tensor, Python's and numpy's Mersenne Twister states as JSON in the
@@ -38,6 +55,8 @@ import torch.distributed as dist
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from owl2.train import engine as ds
+from owl2.train.config import ConfigError
 from owl2.train.manifest import (
     checkpoint_folders,
     digest_files,
@@ -67,14 +86,31 @@ class OutputWriteError(OSError):
 
 @dataclass
 class TrainerState:
-    """Where the run is: what a resumed run needs besides the engine state."""
+    """Where the run is: what a resumed run needs besides the engine state, on any world size."""
 
     step: int = 0
     """Optimizer steps done."""
     epoch: int = 0
-    """Current epoch (selects the data order)."""
+    """Current epoch (with `seed`, selects the data order)."""
     samples_in_epoch: int = 0
-    """Samples of the current epoch each rank has consumed."""
+    """Samples of the current epoch consumed by all ranks together: whole global batches."""
+    global_batch_size: int = 0
+    """Samples per optimizer step, all ranks together; a run keeps it."""
+    seed: int = 0
+    """Seed of the data order."""
+
+
+@dataclass(frozen=True)
+class WrittenBy:
+    """The ranks that wrote a checkpoint: its engine state is laid out for them."""
+
+    world_size: int
+    """Data-parallel ranks."""
+    zero_stage: int
+    """DeepSpeed ZeRO stage (0: off)."""
+
+    def __str__(self) -> str:
+        return f"{self.world_size} rank{'s' if self.world_size > 1 else ''}, ZeRO-{self.zero_stage}"
 
 
 def checkpoints(output_dir: str | Path) -> list[Path]:
@@ -183,9 +219,57 @@ def load_rng_state(path: Path) -> None:
     np.random.set_state((name, np.asarray(keys, dtype=np.uint32), position, has_gauss, cached_gaussian))
 
 
-def write_trainer_state(folder: Path, state: TrainerState) -> None:
-    """Rank 0's part of a checkpoint: the trainer state."""
-    (folder / STATE_FILE).write_text(json.dumps(asdict(state), indent=2) + "\n")
+def write_trainer_state(folder: Path, state: TrainerState, written_by: WrittenBy) -> None:
+    """Rank 0's part of a checkpoint: the trainer state and the ranks that wrote the engine state."""
+    (folder / STATE_FILE).write_text(json.dumps({**asdict(state), "written_by": asdict(written_by)}, indent=2) + "\n")
+
+
+def read_trainer_state(folder: Path) -> tuple[TrainerState, WrittenBy]:
+    """The trainer state of a checkpoint and the ranks that wrote it.
+
+    Raises:
+        ConfigError: If the file predates world-size-free positions (it counted samples per rank), naming
+            what is missing.
+    """
+    path = folder / STATE_FILE
+    values = json.loads(path.read_text())
+    missing = [key for key in ("global_batch_size", "seed", "written_by") if key not in values]
+    if missing:
+        raise ConfigError(f"output_dir: {path} has no {', '.join(missing)}: written by an earlier owl2, whose data "
+                          "position counted samples per rank; resume it with that version, or use a new output_dir")
+    return TrainerState(**{k: v for k, v in values.items() if k != "written_by"}), WrittenBy(**values["written_by"])
+
+
+def check_resumable(folder: Path, saved: TrainerState, written_by: WrittenBy, global_batch_size: int, seed: int,
+                    zero_stage: int) -> None:
+    """Check that a run can continue from a checkpoint: the same global batch, data seed and ZeRO stage.
+
+    Args:
+        folder: The checkpoint.
+        saved: Its trainer state.
+        written_by: The ranks that wrote it.
+        global_batch_size: The resumed run's global batch.
+        seed: The resumed run's seed.
+        zero_stage: The resumed run's ZeRO stage.
+
+    Raises:
+        ConfigError: Naming the key, the checkpoint's value and the config's.
+    """
+    kept = [("global_batch_size", saved.global_batch_size, global_batch_size,
+             "a run keeps its global batch (0 takes the checkpoint's)"),
+            ("seed", saved.seed, seed, "the data order of the rest of the epoch depends on it"),
+            ("deepspeed: zero_optimization.stage", written_by.zero_stage, zero_stage,
+             "the engine state is laid out for it")]
+    for key, theirs, ours, why in kept:
+        if theirs != ours:
+            raise ConfigError(f"{key}: {ours}, but {folder} was written with {theirs}; {why}. Use {theirs}, or a new "
+                              "output_dir")
+
+
+def needs_universal(folder: Path, written_by: WrittenBy, world_size: int) -> bool:
+    """Whether resuming from `folder` on `world_size` ranks goes through a universal checkpoint: the world size
+    changed and the engine state is partitioned over the ranks that wrote it (see the module docstring)."""
+    return written_by.world_size != world_size and ds.has_partitioned_state(folder / ENGINE_DIR / ENGINE_TAG)
 
 
 def _digest_shared(folder: Path) -> dict[str, dict[str, int | str]]:
@@ -287,7 +371,7 @@ def save_checkpoint(engine, output_dir: str | Path, state: TrainerState, keep: i
         save_rng_state(tmp / RNG_FILE.format(rank=rank))
         dist.barrier()
         if rank == 0:
-            write_trainer_state(tmp, state)
+            write_trainer_state(tmp, state, WrittenBy(dist.get_world_size(), ds.zero_stage(engine)))
         files = _digest_shared(tmp)
         if rank == 0:
             write_manifest(tmp, files)
@@ -308,12 +392,77 @@ def save_checkpoint(engine, output_dir: str | Path, state: TrainerState, keep: i
     return final
 
 
-def load_checkpoint(engine, folder: Path) -> TrainerState:
-    """Restore the engine (model, optimizer, scheduler), this rank's RNG and the trainer state; every rank."""
-    path, _ = engine.load_checkpoint(str(folder / ENGINE_DIR), tag=ENGINE_TAG)
+def _universal_copy(folder: Path) -> Path:
+    """Convert the engine state of `folder` into `.checkpoint-<step>.universal.tmp/` on rank 0; every rank.
+
+    Returns:
+        The folder to load with `engine.load_checkpoint(folder, tag=ENGINE_TAG)`.
+
+    Raises:
+        OutputWriteError: On every rank, if rank 0 cannot write it (the partial folder is removed).
+    """
+    root = folder.parent / f".{folder.name}.universal.tmp"  # a `.checkpoint-*.tmp`: cleared by `resume_checkpoint`
+
+    def convert() -> str:
+        shutil.rmtree(root, ignore_errors=True)
+        try:
+            ds.to_universal(folder / ENGINE_DIR / ENGINE_TAG, root / ENGINE_TAG)
+        except WRITE_ERRORS as e:
+            if not is_write_failure(e):
+                raise
+            raise write_error(e, root, f"the universal copy of {folder.name}", manifest_size(folder),
+                              f"the size of {folder.name}", folder.name) from e
+        return str(root)
+
+    return Path(_on_rank0(convert))
+
+
+def _reseed(seed: int, step: int, rank: int) -> None:
+    """Seed this rank's RNGs from `(seed, step, rank)`: a resume on another world size has no state of its own."""
+    value = (seed * 1_000_003 + step) * 1_009 + rank
+    random.seed(value)
+    np.random.seed(value % 2**32)
+    torch.manual_seed(value)
+
+
+def load_checkpoint(engine, folder: Path, universal: bool = False) -> TrainerState:
+    """Restore the engine (model, optimizer, scheduler), this rank's RNG and the trainer state; every rank.
+
+    On the world size the checkpoint was written with, everything loads as it is (bit-identical). On
+    another, the engine state is resharded (through a universal copy if `universal`, which the engine
+    must have been built for: `owl2.train.engine.resolve_config(..., load_universal=True)`), the RNGs are
+    reseeded and one line is logged saying so.
+
+    Args:
+        engine: The DeepSpeed engine, built for this run's world size.
+        folder: The checkpoint (`resume_checkpoint`'s choice).
+        universal: Load through a universal copy of the engine state (`needs_universal`).
+    """
+    state, written_by = read_trainer_state(folder)
+    rank, world = dist.get_rank(), dist.get_world_size()
+    root = _universal_copy(folder) if universal else folder / ENGINE_DIR
+    try:
+        if universal:
+            path = ds.load_universal(engine, root, ENGINE_TAG)
+        else:
+            path, _ = engine.load_checkpoint(str(root), tag=ENGINE_TAG)
+    finally:
+        if universal:
+            dist.barrier()  # every rank has read its part
+            if rank == 0:
+                shutil.rmtree(root, ignore_errors=True)
     if path is None:
-        raise FileNotFoundError(f"{folder / ENGINE_DIR}: DeepSpeed found no engine state to resume from")
-    rng = folder / RNG_FILE.format(rank=dist.get_rank())
-    if rng.is_file():  # a different world size resumes with fresh per-rank RNG
-        load_rng_state(rng)
-    return TrainerState(**json.loads((folder / STATE_FILE).read_text()))
+        raise FileNotFoundError(f"{root}: DeepSpeed found no engine state to resume from")
+    if written_by.world_size == world:
+        load_rng_state(folder / RNG_FILE.format(rank=rank))
+        return state
+    _reseed(state.seed, state.step, rank)
+    if rank == 0:
+        now = WrittenBy(world, ds.zero_stage(engine))
+        how = ("resharded through a universal checkpoint" if universal
+               else "its state is whole (one file), loaded as it is")
+        log.warning("%s: written by %s, resumed on %s: %s; the global batch stays %d samples (ranks x accumulation "
+                    "x micro-batch = %d x %d x %d); RNGs reseeded", folder.name, written_by, now, how,
+                    state.global_batch_size, world, engine.gradient_accumulation_steps(),
+                    engine.train_micro_batch_size_per_gpu())
+    return state

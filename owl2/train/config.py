@@ -25,6 +25,12 @@ FILE_RELATIVE_KEYS = ("model_config", "deepspeed")
 folder, as an include is, so a config works from any working directory; in an override it is relative to
 the working directory, as any command-line path is."""
 
+REPLACED_KEYS = {
+    "gradient_accumulation_steps": "set global_batch_size instead (samples per optimizer step, all ranks together); "
+    "accumulation follows from it as global_batch_size / (micro_batch_size x world size)",
+}
+"""Keys of earlier configs, with what replaced them."""
+
 
 class ConfigError(ValueError):
     """A bad training configuration; the message names the key and what was expected."""
@@ -118,8 +124,10 @@ class TrainConfig:
     whole run; re-running resumes). 0: run to the end."""
     micro_batch_size: int = 2
     """Samples per rank per forward (DeepSpeed `train_micro_batch_size_per_gpu`)."""
-    gradient_accumulation_steps: int = 1
-    """Micro-batches per optimizer step; global batch = micro * accumulation * world size."""
+    global_batch_size: int = 0
+    """Samples per optimizer step, all ranks together, fixed for the run: gradient accumulation is
+    `global_batch_size / (micro_batch_size x world size)`, so a resume on another world size keeps it.
+    0: `micro_batch_size x world size` (no accumulation) when a run starts; a resume keeps the checkpoint's."""
     gradient_clipping: float = 1.0
     """Max global gradient norm (0 switches clipping off)."""
     bf16: bool = False
@@ -137,6 +145,9 @@ class TrainConfig:
     """Checkpoints kept (oldest deleted first; 0 keeps all)."""
     logging_steps: int = 1
     """Append to `metrics.jsonl` every this many steps."""
+    log_sample_ids: bool = False
+    """Also append each step's sample indices (per rank) to `sample_ids.jsonl`: a record to check that a
+    resume, on any world size, neither repeats nor skips a sample."""
     tensorboard: bool = True
     """Also write TensorBoard scalars to `output_dir/tensorboard` (skipped if tensorboard is missing)."""
 
@@ -151,7 +162,7 @@ class TrainConfig:
             (self.stop_at_step >= 0, "stop_at_step", "a non-negative integer"),
             (self.max_steps > 0 or self.num_epochs > 0, "num_epochs", "positive when max_steps is 0"),
             (self.micro_batch_size >= 1, "micro_batch_size", "a positive integer"),
-            (self.gradient_accumulation_steps >= 1, "gradient_accumulation_steps", "a positive integer"),
+            (self.global_batch_size >= 0, "global_batch_size", "a non-negative integer"),
             (self.gradient_clipping >= 0, "gradient_clipping", "non-negative"),
             (self.save_steps >= 0, "save_steps", "non-negative"),
             (self.logging_steps >= 1, "logging_steps", "a positive integer"),
@@ -170,6 +181,25 @@ class TrainConfig:
             if not ok:
                 raise ConfigError(f"{key}: expected {expected}, got {_get(self, key)!r}")
         return self
+
+    def global_batch(self, world_size: int) -> int:
+        """Samples per optimizer step on `world_size` ranks: `global_batch_size`, or one micro-batch a rank if 0."""
+        return self.global_batch_size or self.micro_batch_size * world_size
+
+    def accumulation_steps(self, world_size: int) -> int:
+        """Micro-batches each rank accumulates per optimizer step: global batch / (micro batch x world size).
+
+        Raises:
+            ConfigError: If the global batch is not a whole number of micro-batches on every rank.
+        """
+        per_step = self.micro_batch_size * world_size
+        if self.global_batch(world_size) % per_step:
+            raise ConfigError(
+                f"global_batch_size: {self.global_batch(world_size)} is not a multiple of micro_batch_size x world "
+                f"size = {self.micro_batch_size} x {world_size} = {per_step}: each of the {world_size} ranks must "
+                f"accumulate a whole number of micro-batches of {self.micro_batch_size}"
+            )
+        return self.global_batch(world_size) // per_step
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (what `config.yaml` in `output_dir` holds)."""
@@ -207,6 +237,8 @@ def _build(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
     kwargs = {}
     for key, value in values.items():
         if key not in fields:
+            if f"{prefix}{key}" in REPLACED_KEYS:
+                raise ConfigError(f"{prefix}{key}: no longer a key; {REPLACED_KEYS[prefix + key]}")
             raise ConfigError(f"{prefix}{key}: unknown key; expected one of {sorted(fields)}")
         spec = fields[key]
         default = spec.default_factory() if spec.default_factory is not dataclasses.MISSING else spec.default

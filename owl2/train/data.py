@@ -1,18 +1,19 @@
 """Data for a training run: the data set, tokenizer and processor from the config, and a resumable sampler
 (official `train.py` `make_supervised_data_module`).
 
+The sampler deals out global batches: which samples make up a step never depends on the world size, so
+a run resumed on another number of ranks continues with exactly the samples it would have seen.
+
 With `data.synthetic`, rank 0 writes the built-in synthetic data set and tokenizer into
 `output_dir/synthetic` (once; later runs and other ranks reuse it).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from torch.utils.data import Sampler
 from transformers import AutoTokenizer
 
 from owl2.data import SupervisedDataset, write_synthetic_dataset
@@ -91,7 +92,7 @@ def modality_megabatches(lengths: list[int], size: int, generator: torch.Generat
 
     Args:
         lengths: Signed lengths (positive: with images; negative: text-only).
-        size: Samples per megabatch (per-rank batch x world size).
+        size: Samples per megabatch (the global batch).
         generator: Source of randomness.
     """
     megabatches = []
@@ -105,39 +106,58 @@ def modality_megabatches(lengths: list[int], size: int, generator: torch.Generat
     return [megabatches[i] for i in torch.randperm(len(megabatches), generator=generator).tolist()]
 
 
-class ResumableSampler(Sampler[int]):
-    """This rank's share of each epoch's modality-pure megabatches, starting `skip` samples in.
+class ResumableSampler:
+    """Each epoch as a sequence of global batches, the same whatever the world size, and this rank's
+    micro-batches of them.
 
-    Resuming sets `skip` to the samples this rank already consumed in the epoch, so the run continues
-    exactly where it stopped without loading the skipped samples. Each epoch's order is a function of
-    `(seed, epoch)`, the same on every rank.
+    A global batch is `global_batch_size` samples of one modality: the official trainer's megabatch
+    (LLaVA's `LengthGroupedSampler` with `world_size * gradient_accumulation_steps` ranks of
+    `train_batch_size`). Its samples depend only on `(seed, epoch)`; the world size only decides how
+    they are dealt out: `deal_to_ranks` gives each rank an equal share (longest first), which the rank
+    cuts into `accumulation` micro-batches. So the data position is the number of global batches done,
+    and a run resumed on another world size sees exactly the samples the uninterrupted run would have,
+    step for step.
     """
 
     def __init__(self, lengths: list[int], config: TrainConfig, world_size: int, rank: int):
+        """Build the sampler.
+
+        Args:
+            lengths: `SupervisedDataset.lengths` (signed by modality).
+            config: The training config: micro batch, global batch, seed, `data.group_by_modality`.
+            world_size: Data-parallel ranks.
+            rank: This rank, in `[0, world_size)`.
+
+        Raises:
+            ConfigError: If the global batch does not split into micro-batches on `world_size` ranks, or
+                exceeds the data set.
+        """
         self.lengths = list(lengths) if config.data.group_by_modality else [abs(n) or 1 for n in lengths]
-        self.batch_size, self.world_size, self.rank = config.micro_batch_size, world_size, rank
+        self.micro_batch_size, self.world_size, self.rank = config.micro_batch_size, world_size, rank
+        self.global_batch_size = config.global_batch(world_size)
+        self.accumulation = config.accumulation_steps(world_size)
         self.seed = config.seed
-        self.epoch = self.skip = 0
+        if self.global_batch_size > len(self.lengths):
+            raise ConfigError(f"global_batch_size: {self.global_batch_size} exceeds the {len(self.lengths)} samples "
+                              "of one epoch")
+        self._epoch: tuple[int, list[list[int]]] | None = None
 
-    def set_position(self, epoch: int, skip: int) -> None:
-        """Select the epoch's order and the number of this rank's samples to pass over."""
-        self.epoch, self.skip = epoch, skip
+    def global_batches(self, epoch: int) -> list[list[int]]:
+        """The global batches of `epoch`, as sample indices: a function of `(seed, epoch)` alone."""
+        if self._epoch is None or self._epoch[0] != epoch:
+            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            self._epoch = epoch, modality_megabatches(self.lengths, self.global_batch_size, generator)
+        return self._epoch[1]
 
-    def _mine(self) -> list[int]:
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        megabatches = modality_megabatches(self.lengths, self.batch_size * self.world_size, generator)
-        shares = (deal_to_ranks(megabatch, self.lengths, self.world_size)[self.rank] for megabatch in megabatches)
-        return [i for share in shares for i in share]
-
-    def epoch_length(self) -> int:
-        """Samples this rank sees in one epoch."""
-        size = self.batch_size * self.world_size
+    def batches_per_epoch(self) -> int:
+        """Global batches (optimizer steps) in one epoch."""
         image = sum(1 for n in self.lengths if n > 0)
-        groups = -(-image // size) + -(-(len(self.lengths) - image) // size)
-        return groups * self.batch_size
+        return -(-image // self.global_batch_size) + -(-(len(self.lengths) - image) // self.global_batch_size)
 
-    def __len__(self) -> int:
-        return self.epoch_length() - self.skip
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self._mine()[self.skip :])
+    def micro_batches(self, epoch: int, start: int = 0) -> list[list[int]]:
+        """This rank's micro-batches of `epoch` from global batch `start` on: `accumulation` per global batch."""
+        micro = []
+        for batch in self.global_batches(epoch)[start:]:
+            share = deal_to_ranks(batch, self.lengths, self.world_size)[self.rank]
+            micro += [share[i : i + self.micro_batch_size] for i in range(0, len(share), self.micro_batch_size)]
+        return micro

@@ -1,4 +1,5 @@
-"""The DeepSpeed side of training: process group, config resolution, engine, consolidated weights.
+"""The DeepSpeed side of training: process group, config resolution, engine, consolidated weights, and the
+universal checkpoint a resume on another world size loads.
 
 This is the only module that imports deepspeed (replacing the official `train.py`'s reliance on
 the transformers `Trainer` integration and `zero3.json`'s "auto" values). The model never sees it.
@@ -6,15 +7,20 @@ the transformers `Trainer` integration and `zero3.json`'s "auto" values). The mo
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import io
 import os
 import socket
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import deepspeed
 import torch
 import torch.distributed as dist
 from deepspeed.accelerator import get_accelerator
+from deepspeed.checkpoint import ds_to_universal
 from torch import nn
 
 from owl2.train.config import ConfigError, TrainConfig
@@ -46,7 +52,8 @@ def _fill(section: dict, key: str, value: Any, where: str) -> None:
     section[key] = value
 
 
-def resolve_config(ds: dict[str, Any], config: TrainConfig, world_size: int, hidden_size: int) -> dict[str, Any]:
+def resolve_config(ds: dict[str, Any], config: TrainConfig, world_size: int, hidden_size: int,
+                   load_universal: bool = False) -> dict[str, Any]:
     """Fill a DeepSpeed config from the training config: batch sizes, precision, clipping, AdamW, "auto"s.
 
     Args:
@@ -54,10 +61,15 @@ def resolve_config(ds: dict[str, Any], config: TrainConfig, world_size: int, hid
         config: The training config, the single source of these values.
         world_size: Data-parallel ranks.
         hidden_size: LLM width, for the ZeRO-3 bucket sizes that "auto" stands for (the HF rules).
+        load_universal: The engine will load a universal checkpoint (see `to_universal`).
+
+    Raises:
+        ConfigError: If the global batch does not split into micro-batches on `world_size` ranks, or the
+            JSON sets a value the training config owns to something else.
     """
     _fill(ds, "train_micro_batch_size_per_gpu", config.micro_batch_size, "")
-    _fill(ds, "gradient_accumulation_steps", config.gradient_accumulation_steps, "")
-    _fill(ds, "train_batch_size", config.micro_batch_size * config.gradient_accumulation_steps * world_size, "")
+    _fill(ds, "gradient_accumulation_steps", config.accumulation_steps(world_size), "")
+    _fill(ds, "train_batch_size", config.global_batch(world_size), "")
     _fill(ds, "gradient_clipping", config.gradient_clipping, "")
     ds.setdefault("bf16", {})
     _fill(ds["bf16"], "enabled", config.bf16, "bf16.")
@@ -89,6 +101,8 @@ def resolve_config(ds: dict[str, Any], config: TrainConfig, world_size: int, hid
                 raise ConfigError(f"deepspeed: zero_optimization.{key} is \"auto\" but owl2.train has no rule for it")
             zero[key] = auto[key]
     ds.setdefault("steps_per_print", 10**9)  # the trainer prints its own progress
+    # set by the trainer, not the JSON: only a resume on another world size loads a universal checkpoint
+    ds.setdefault("checkpoint", {})["load_universal"] = load_universal
     if trainer_clips(ds):
         ds["gradient_clipping"] = 0.0  # `config.gradient_clipping` is applied by the trainer instead
     return ds
@@ -116,6 +130,74 @@ def build_engine(
         model=model, model_parameters=groups, config=ds_config, lr_scheduler=scheduler, dist_init_required=False
     )
     return engine
+
+
+def has_partitioned_state(engine_dir: Path) -> bool:
+    """Whether a DeepSpeed checkpoint's state is split over the ranks that wrote it: ZeRO-1/2/3 and bf16
+    write one `*optim_states.pt` per rank; ZeRO-0 in fp32 writes one file any world size can load."""
+    return any(engine_dir.glob("*optim_states.pt"))
+
+
+def to_universal(engine_dir: Path, out: Path) -> None:
+    """Convert a partitioned DeepSpeed checkpoint into a universal one, loadable on any world size.
+
+    DeepSpeed's `ds_to_universal` (the `python -m deepspeed.checkpoint.ds_to_universal` command) gathers
+    each parameter's fp32 master weights and Adam moments from the ranks' partitions into one file per
+    parameter and state (`zero/<name>/{fp32,exp_avg,exp_avg_sq,step}.pt`); an engine built with
+    `load_universal` cuts them up for its own ranks. Tensors are copied, never recomputed. Runs in this
+    process, in one worker (no process pool), its progress output kept out of the training log.
+
+    Args:
+        engine_dir: The checkpoint's tag folder (`engine/state`: `mp_rank_*`, `*optim_states.pt`).
+        out: The tag folder to write (`<root>/state`: load it with `engine.load_checkpoint(root, tag="state")`).
+
+    Raises:
+        RuntimeError: If DeepSpeed cannot convert it; the message ends with DeepSpeed's last output lines.
+    """
+    args = argparse.Namespace(input_folder=str(engine_dir), output_folder=str(out), num_extract_workers=1,
+                              num_merge_workers=1, keep_temp_folder=False, strict=True,
+                              inject_missing_state=True)  # the version tag DeepSpeed only writes for Megatron
+    output = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
+            ds_to_universal.main(args)
+    except (AssertionError, KeyError, ValueError, FileNotFoundError) as e:  # its checks; a failed write propagates
+        tail = " | ".join(output.getvalue().strip().splitlines()[-3:])
+        raise RuntimeError(f"{engine_dir}: DeepSpeed could not convert it to a universal checkpoint "
+                           f"({type(e).__name__}: {e}); its output ended: {tail}") from e
+
+
+def load_universal(engine, root: Path, tag: str) -> str | None:
+    """`engine.load_checkpoint` of a universal checkpoint (`to_universal`), with DeepSpeed's ZeRO-3 loader fixed.
+
+    DeepSpeed 0.19.8's ZeRO-3 universal loader (`load_hp_checkpoint_state_from_checkpoint_dir_stage3`) hands
+    every sub-group one and the same `step` tensor, which torch's AdamW then advances once per sub-group
+    a step (the bias correction runs ahead: the toy model's 8 sub-groups, resumed at step 2, were at step
+    18 after two more), and gives
+    every parameter group the first group's hyperparameters (learning rate, weight decay: layer decay and
+    no-decay groups differ). Here each sub-group gets its own step and each group the hyperparameters
+    saved for it, as the ZeRO-1/2 loader does.
+
+    Args:
+        engine: An engine built with `resolve_config(load_universal=True)`.
+        root: The folder holding the universal checkpoint's tag folder.
+        tag: Its name.
+
+    Returns:
+        The file DeepSpeed loaded, or None if it found nothing to load.
+    """
+    path, _ = engine.load_checkpoint(str(root), tag=tag)
+    if path is None or zero_stage(engine) != 3:
+        return path
+    adam = engine.optimizer.optimizer
+    for state in adam.state.values():
+        if torch.is_tensor(state.get("step")):
+            state["step"] = state["step"].clone()
+    # the file DeepSpeed's loader has just read, written by `to_universal` into this run's folder
+    saved = torch.load(root / tag / "zero" / "optimizer_state.pt", map_location="cpu", weights_only=False)
+    for group, saved_group in zip(adam.param_groups, saved["optimizer_state_dict"]["param_groups"], strict=True):
+        group.update({key: value for key, value in saved_group.items() if key != "params"})
+    return path
 
 
 def zero_stage(engine) -> int:

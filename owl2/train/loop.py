@@ -4,12 +4,15 @@
 `run(config)` checks that `output_dir` is writable, builds the model, applies the stage policy, builds
 the data, AdamW groups and the schedule, resumes from the newest good checkpoint in `output_dir` if any,
 trains, and writes `final/`. The same code runs as one plain process or under the `deepspeed` launcher on
-many nodes. SIGTERM, SIGUSR1 and a first Ctrl-C stop it after the current step with a checkpoint
+many nodes, and a checkpoint written on one world size resumes on another (`owl2.train.checkpoint`):
+each step is one global batch of `global_batch_size` samples, accumulated over as many micro-batches as
+the world size needs. SIGTERM, SIGUSR1 and a first Ctrl-C stop it after the current step with a checkpoint
 (`owl2.train.preemption`); a failed write stops it with `OutputWriteError` (`owl2.train.checkpoint`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import shutil
@@ -30,7 +33,7 @@ from owl2.train import checkpoint as ckpt
 from owl2.train import engine as ds
 from owl2.train.config import ConfigError, TrainConfig, load_deepspeed_config
 from owl2.train.data import ResumableSampler, build_data
-from owl2.train.metrics import MetricsWriter, plot_loss_curve
+from owl2.train.metrics import SAMPLE_IDS_FILE, MetricsWriter, StepLog, plot_loss_curve
 from owl2.train.optim import param_groups
 from owl2.train.policy import apply_policy, trainable_patterns
 from owl2.train.preemption import Preempted, StopSignals, signal_name
@@ -87,30 +90,32 @@ def _run(config: TrainConfig, stop: StopSignals) -> Path:
     out = Path(config.output_dir)
     ckpt.check_output_dir(out, yaml.safe_dump(config.to_dict(), sort_keys=False))
     resume_from = ckpt.resume_checkpoint(out)
+    saved, written_by = ckpt.read_trainer_state(resume_from) if resume_from is not None else (None, None)
+    if saved is not None:  # 0 keeps the checkpoint's global batch, whatever the world size is now
+        config = dataclasses.replace(config, global_batch_size=config.global_batch_size or saved.global_batch_size)
 
     model = build_model(config)
     apply_policy(model, trainable_patterns(config.stage, config.trainable))
     dataset, processor = build_data(config, model.config.vision_config.image_size, model.config.num_image_tokens)
     sampler = ResumableSampler(dataset.lengths, config, world, rank)
-    micro_per_epoch = sampler.epoch_length() // config.micro_batch_size
-    if micro_per_epoch < config.gradient_accumulation_steps:
-        raise ConfigError(f"gradient_accumulation_steps: {config.gradient_accumulation_steps} exceeds the "
-                          f"{micro_per_epoch} micro-batches of one epoch of {len(dataset)} samples")
-    total = config.max_steps or math.ceil(config.num_epochs * micro_per_epoch / config.gradient_accumulation_steps)
+    total = config.max_steps or math.ceil(config.num_epochs * sampler.batches_per_epoch())
     warmup = warmup_steps_for(total, config.optim.warmup_steps, config.optim.warmup_ratio)
 
     groups = param_groups(model, config.optim, model.config.vision_config.num_hidden_layers)
-    ds_config = ds.resolve_config(
-        load_deepspeed_config(config.deepspeed), config, world, model.config.text_config.hidden_size
-    )
+    universal = saved is not None and ckpt.needs_universal(resume_from, written_by, world)
+    ds_config = ds.resolve_config(load_deepspeed_config(config.deepspeed), config, world,
+                                  model.config.text_config.hidden_size, load_universal=universal)
+    if saved is not None:
+        ckpt.check_resumable(resume_from, saved, written_by, config.global_batch(world), config.seed,
+                             ds_config["zero_optimization"].get("stage", 0))
     engine = ds.build_engine(
         model, groups, ds_config, lambda opt: build_scheduler(opt, warmup, total, config.optim.min_lr_ratio)
     )
     clip = config.gradient_clipping if ds.trainer_clips(ds_config) else 0.0
     if resume_from is not None:
-        state = ckpt.load_checkpoint(engine, resume_from)
+        state = ckpt.load_checkpoint(engine, resume_from, universal)
     else:
-        state = ckpt.TrainerState()
+        state = ckpt.TrainerState(global_batch_size=config.global_batch(world), seed=config.seed)
         torch.manual_seed(config.seed + rank)
     writer = MetricsWriter(out, state.step, config.tensorboard) if rank == 0 else None
     progress = tqdm(total=total, initial=state.step, disable=rank != 0, desc=f"{config.stage}", dynamic_ncols=True)
@@ -126,25 +131,38 @@ def _run(config: TrainConfig, stop: StopSignals) -> Path:
     return final
 
 
-def _micro_batches(dataset, config: TrainConfig, pad_token_id: int, sampler: ResumableSampler,
-                   state: ckpt.TrainerState) -> Iterator[tuple[dict, bool]]:
-    """Endless `(batch, empty)` micro-batches from the saved data position, advancing `state` across epochs.
+def _global_batches(dataset, config: TrainConfig, pad_token_id: int, sampler: ResumableSampler,
+                    state: ckpt.TrainerState) -> Iterator[list[tuple[dict, bool, list[int]]]]:
+    """Endless global batches from the saved data position, advancing `state` across epochs: for each, this
+    rank's `sampler.accumulation` micro-batches as `(batch, empty, ids)`.
 
     `empty` marks a micro-batch whose records were all bad and skipped: the previous batch stands in
-    (with zero weight) so every rank still runs the same collectives.
+    (with zero weight) so every rank still runs the same collectives. `ids` are its sample indices.
     """
-    last = None
+    last, micro = None, []
     while True:
-        sampler.set_position(state.epoch, state.samples_in_epoch)
-        loader = DataLoader(dataset, batch_size=config.micro_batch_size, sampler=sampler,
-                            collate_fn=Collator(pad_token_id), num_workers=config.data.num_workers)
-        for batch in loader:
-            state.samples_in_epoch += config.micro_batch_size
+        plan = sampler.micro_batches(state.epoch, state.samples_in_epoch // sampler.global_batch_size)
+        loader = DataLoader(dataset, batch_sampler=plan, collate_fn=Collator(pad_token_id),
+                            num_workers=config.data.num_workers)
+        for ids, batch in zip(plan, loader):  # the loader keeps the plan's order, workers or not
             if batch is None and last is None:
                 raise RuntimeError(f"epoch {state.epoch}: the first micro-batch has no usable record")
-            yield (last, True) if batch is None else (batch, False)
+            micro.append((last, True, ids) if batch is None else (batch, False, ids))
             last = batch if batch is not None else last
+            if len(micro) == sampler.accumulation:
+                state.samples_in_epoch += sampler.global_batch_size
+                yield micro
+                micro = []
         state.epoch, state.samples_in_epoch = state.epoch + 1, 0
+
+
+def _log_sample_ids(log: StepLog | None, step: int, epoch: int, micro: list[tuple[dict, bool, list[int]]]) -> None:
+    """Gather every rank's sample ids of the step just taken into rank 0's `log` (collective)."""
+    mine = [i for _, _, ids in micro for i in ids]
+    ranks: list[list[int]] | None = [[] for _ in range(dist.get_world_size())] if log is not None else None
+    dist.gather_object(mine, ranks, dst=0)
+    if log is not None:
+        log.log({"step": step, "epoch": epoch, "ranks": ranks})
 
 
 def _train(engine, config: TrainConfig, dataset, pad_token_id: int, sampler: ResumableSampler, state: ckpt.TrainerState,
@@ -159,25 +177,28 @@ def _train(engine, config: TrainConfig, dataset, pad_token_id: int, sampler: Res
     all ranks), so the result does not depend on how the batch is split over ranks and accumulation.
     """
     rank, world, out = dist.get_rank(), dist.get_world_size(), Path(config.output_dir)
-    accum = config.gradient_accumulation_steps
+    accum = sampler.accumulation
     last = min(total, config.stop_at_step or total)
+    ids_log = StepLog(out / SAMPLE_IDS_FILE, state.step) if config.log_sample_ids and rank == 0 else None
     window = torch.zeros(4, dtype=torch.float64)  # loss sum, steps, samples, tokens (all ranks)
     started, saved_at = time.perf_counter(), state.step
     num_image_tokens = engine.module.config.num_image_tokens
     trainable = [p for p in engine.module.parameters() if p.requires_grad]
     grad_norm = None
-    stream = _micro_batches(dataset, config, pad_token_id, sampler, state)
+    stream = _global_batches(dataset, config, pad_token_id, sampler, state)
     while state.step < last:
-        micro = [next(stream) for _ in range(accum)]
-        counts = torch.tensor([0.0 if empty else float((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b, empty in micro]
-                              + [0.0 if empty else b["input_ids"].shape[0] for b, empty in micro], dtype=torch.float64)
+        micro = next(stream)
+        epoch = state.epoch
+        counts = torch.tensor(
+            [0.0 if empty else float((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b, empty, _ in micro]
+            + [0.0 if empty else b["input_ids"].shape[0] for b, empty, _ in micro], dtype=torch.float64)
         dist.all_reduce(counts)
         supervised, samples = float(counts[:accum].sum()), float(counts[accum:].sum())
         # DeepSpeed divides by `accum` and averages over ranks; this undoes both for a global token mean
         num_items = torch.tensor(max(supervised, 1.0) / (world * accum))
         stats = torch.zeros(4, dtype=torch.float64)  # loss, non-finite micro-batches, tokens, stop requests
         lr = max(engine.get_lr())
-        for batch, empty in micro:
+        for batch, empty, _ in micro:
             batch = {k: v.to(engine.device) if v is not None else None for k, v in batch.items()}
             loss = engine(**batch, num_items_in_batch=num_items).loss
             if empty:
@@ -201,6 +222,8 @@ def _train(engine, config: TrainConfig, dataset, pad_token_id: int, sampler: Res
             engine.step()
         state.step += 1
         progress.update(1)
+        if config.log_sample_ids:
+            _log_sample_ids(ids_log, state.step, epoch, micro)
         window += torch.tensor([stats[0], 1.0, samples, stats[2]], dtype=torch.float64)
         if state.step % config.logging_steps == 0 or state.step == last:
             elapsed = max(time.perf_counter() - started, 1e-9)

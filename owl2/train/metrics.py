@@ -1,5 +1,5 @@
-"""Training metrics: `metrics.jsonl`, optional TensorBoard scalars, and a loss-curve PNG
-(official `--report_to tensorboard --logging_steps 1`).
+"""Training metrics: `metrics.jsonl`, optional TensorBoard scalars, a loss-curve PNG (official
+`--report_to tensorboard --logging_steps 1`), and on request each step's sample ids (`sample_ids.jsonl`).
 
 The only module that imports tensorboard (through torch's `SummaryWriter`) and matplotlib.
 """
@@ -11,7 +11,27 @@ import json
 from pathlib import Path
 
 METRICS_FILE = "metrics.jsonl"
+SAMPLE_IDS_FILE = "sample_ids.jsonl"
+"""With `log_sample_ids`: `{"step": 4, "epoch": 1, "ranks": [[ids of rank 0], [ids of rank 1]]}` a step."""
 CURVE_FILE = "loss_curve.png"
+
+
+class StepLog:
+    """A JSON-lines file of records keyed by `step`, appended to by rank 0."""
+
+    def __init__(self, path: Path, resume_step: int = 0):
+        """Open the log; on resume, drop lines after `resume_step` (they belong to the lost tail of a run)."""
+        self.path = path
+        kept = [line for line in self._lines() if json.loads(line)["step"] <= resume_step]
+        self.path.write_text("".join(line + "\n" for line in kept))
+
+    def _lines(self) -> list[str]:
+        return [line for line in self.path.read_text().splitlines() if line.strip()] if self.path.is_file() else []
+
+    def log(self, record: dict) -> None:
+        """Append one record (with its `step`)."""
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
 
 
 class MetricsWriter:
@@ -25,22 +45,16 @@ class MetricsWriter:
             resume_step: Last step whose lines stay.
             tensorboard: Also write scalars under `output_dir/tensorboard` if tensorboard is installed.
         """
-        self.path = Path(output_dir) / METRICS_FILE
-        kept = [line for line in self._lines() if json.loads(line)["step"] <= resume_step]
-        self.path.write_text("".join(line + "\n" for line in kept))
+        self.file = StepLog(Path(output_dir) / METRICS_FILE, resume_step)
         self.tb = None
         if tensorboard and importlib.util.find_spec("tensorboard") is not None:
             from torch.utils.tensorboard import SummaryWriter
 
             self.tb = SummaryWriter(str(Path(output_dir) / "tensorboard"))
 
-    def _lines(self) -> list[str]:
-        return [line for line in self.path.read_text().splitlines() if line.strip()] if self.path.is_file() else []
-
     def log(self, record: dict) -> None:
         """Write one step's metrics (`step` plus scalars)."""
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+        self.file.log(record)
         if self.tb is not None:
             for key, value in record.items():
                 if key != "step" and isinstance(value, (int, float)):
@@ -51,9 +65,9 @@ class MetricsWriter:
             self.tb.close()
 
 
-def read_metrics(output_dir: str | Path) -> list[dict]:
-    """All records of `metrics.jsonl`."""
-    path = Path(output_dir) / METRICS_FILE
+def read_metrics(output_dir: str | Path, name: str = METRICS_FILE) -> list[dict]:
+    """All records of `metrics.jsonl` (or of another step log of the run, e.g. `SAMPLE_IDS_FILE`)."""
+    path = Path(output_dir) / name
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
 
 

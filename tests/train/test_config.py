@@ -62,11 +62,12 @@ def test_missing_data_folders_are_named(tmp_path, key):
 
 
 def test_deepspeed_autos_filled_and_conflicts_named():
-    config = load_train_config(REPO / "configs/train/smoke-stage1.yaml", ["gradient_accumulation_steps=3"])
+    config = load_train_config(REPO / "configs/train/smoke-stage1.yaml", ["global_batch_size=48"])  # micro 8
     ds = resolve_config({"train_batch_size": "auto", "zero_optimization": {"stage": 3, "reduce_bucket_size": "auto"}}, config, 2, 16)
-    assert ds["train_batch_size"] == config.micro_batch_size * 3 * 2
+    assert (ds["train_batch_size"], ds["gradient_accumulation_steps"]) == (48, 3)
     assert ds["zero_optimization"]["reduce_bucket_size"] == 256
-    with pytest.raises(ConfigError, match="gradient_accumulation_steps"):
+    assert not ds["checkpoint"]["load_universal"]
+    with pytest.raises(ConfigError, match="gradient_accumulation_steps is 1 but the training config says 6"):
         resolve_config({"gradient_accumulation_steps": 1}, config, 1, 16)
 
 

@@ -29,7 +29,8 @@ def test_resume_matches_uninterrupted(tmp_path, toy_init):
     assert read_metrics(resumed_dir)[-1]["loss"] == pytest.approx(read_metrics(straight.parent)[-1]["loss"], abs=1e-6)
     assert {"step", "loss", "lr", "samples_per_s", "tokens_per_s"} <= set(read_metrics(resumed_dir)[0])
     state = json.loads((resumed_dir / "checkpoint-4" / ckpt.STATE_FILE).read_text())
-    assert state == {"step": 4, "epoch": 1, "samples_in_epoch": 4}  # 3 micro-batches an epoch
+    assert state == {"step": 4, "epoch": 1, "samples_in_epoch": 4, "global_batch_size": 4, "seed": 42,
+                     "written_by": {"world_size": 1, "zero_stage": 2}}  # 3 global batches of 4 an epoch
     assert (resumed_dir / "loss_curve.png").is_file()
     assert {"tokenizer.json", "preprocessor_config.json", "model.safetensors"} <= {p.name for p in resumed.iterdir()}
 
@@ -54,11 +55,11 @@ def test_nan_loss_stops_naming_the_step(tmp_path, monkeypatch):
 def test_crash_mid_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
     write, calls = ckpt.write_trainer_state, []
 
-    def crash_on_second(folder, state):
+    def crash_on_second(folder, state, written_by):
         calls.append(state.step)
         if len(calls) == 2:
             raise OSError("disk full (simulated)")
-        write(folder, state)
+        write(folder, state, written_by)
 
     monkeypatch.setattr(ckpt, "write_trainer_state", crash_on_second)
     with pytest.raises(OSError, match="simulated"):
