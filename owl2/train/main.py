@@ -14,7 +14,7 @@ the `owl2` command):
 | 1 | the loss became NaN or inf (`NonFiniteLossError`; the line names the step and the last checkpoint) |
 | 2 | a bad training config (`ConfigError`; the line names the key) |
 | 74 | `EX_IOERR`: `output_dir`, a checkpoint or `final/` could not be written (`OutputWriteError`) |
-| 75 | `EX_TEMPFAIL`: stopped by SIGTERM, SIGUSR1 or Ctrl-C after writing a checkpoint: requeue / re-run |
+| 75 | `EX_TEMPFAIL`: stopped by SIGTERM, SIGUSR1 or Ctrl-C after writing a checkpoint: requeue / re-run (rank 0 also writes `output_dir/requeue.json`, which a job script can test when a launcher reports its own status) |
 | 130 | a second Ctrl-C: stopped at once, nothing saved since the last checkpoint |
 """
 
@@ -25,7 +25,13 @@ import os
 import sys
 
 from owl2.constants import debug_enabled
-from owl2.train.preemption import REQUEUE_EXIT, Preempted
+from owl2.train.preemption import (
+    REQUEUE_EXIT,
+    REQUEUE_FILE,
+    Preempted,
+    clear_requeue_marker,
+    write_requeue_marker,
+)
 
 WRITE_ERROR_EXIT = 74
 """Exit status when an output could not be written (`EX_IOERR`)."""
@@ -65,11 +71,16 @@ def main(argv: list[str] | None = None) -> int:
     rank, world = os.environ.get("RANK", "0"), os.environ.get("WORLD_SIZE", "1")
     prefix = f"owl2.train (rank {rank})" if world != "1" else "owl2.train"
     debug = debug_enabled()
+    config = None
     try:
-        final = run(load_train_config(args.config, args.overrides))
+        config = load_train_config(args.config, args.overrides)
+        if rank == "0" and config.output_dir:
+            clear_requeue_marker(config.output_dir)
+        final = run(config)
     except Preempted as e:
         if rank == "0":
-            print(f"{prefix}: {e} (exit status {REQUEUE_EXIT})", file=sys.stderr, flush=True)
+            write_requeue_marker(config.output_dir, e.step, str(e))
+            print(f"{prefix}: {e} (exit status {REQUEUE_EXIT}; {REQUEUE_FILE} written)", file=sys.stderr, flush=True)
         return REQUEUE_EXIT
     except KeyboardInterrupt:
         print(f"{prefix}: interrupted; the last checkpoint stands", file=sys.stderr, flush=True)

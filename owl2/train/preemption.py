@@ -12,23 +12,48 @@ later"), distinct from 143 (killed by SIGTERM, nothing saved) so that a job scri
 this status. Running the same command again resumes bit-identically. A second Ctrl-C raises
 `KeyboardInterrupt` at once (the temporary checkpoint folder it may leave is removed by the next run).
 
-Under the `deepspeed` launcher, signal the training processes (the launcher exits 75 when the first of
-them does). The launcher itself dies on SIGUSR1, and on SIGTERM or SIGINT it passes SIGTERM to its
-processes one after the other, waiting up to 30 s for each before SIGKILL, and then exits 1 whatever
-they returned: the flag's all-reduce makes all ranks stop together at the first one's signal, but the
-checkpoint has to be written within those 30 s.
+Whichever way the signal came, rank 0 also writes `output_dir/requeue.json` (`REQUEUE_FILE`: the step,
+the checkpoint and why) once the checkpoint is complete, and removes it when a run starts. A job script
+should requeue on that file, not only on the status: launchers report their own. The `deepspeed`
+launcher exits 75 when the first of its processes does; but when it is signalled itself (Kubernetes
+stops a pod by SIGTERM to its first process), it passes SIGTERM to all its processes, waits up to 30 s
+for them before SIGKILL, and then exits 1 whatever they returned. The flag's all-reduce makes all ranks
+stop together, and `requeue.json` says the checkpoint was written; it has to be written within those
+30 s (signal the training processes directly where a checkpoint takes longer).
 """
 
 from __future__ import annotations
 
+import json
+import os
 import signal
 import threading
+from pathlib import Path
 from types import FrameType
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
 """Signals that make training stop after the current optimizer step, with a checkpoint."""
 REQUEUE_EXIT = 75
 """Exit status of a run stopped by a signal after checkpointing: re-run the same command to resume."""
+REQUEUE_FILE = "requeue.json"
+"""Written into `output_dir` by rank 0 when a run stopped on a signal after its checkpoint; removed at start."""
+
+
+def write_requeue_marker(output_dir: str | Path, step: int, reason: str) -> Path:
+    """Write `output_dir/requeue.json` atomically: `{"step", "checkpoint", "reason"}`; returns the file."""
+    path = Path(output_dir) / REQUEUE_FILE
+    partial = path.with_name(f".{REQUEUE_FILE}.tmp")
+    partial.write_text(json.dumps({"step": step, "checkpoint": f"checkpoint-{step}", "reason": reason}) + "\n")
+    os.replace(partial, path)
+    return path
+
+
+def clear_requeue_marker(output_dir: str | Path) -> None:
+    """Remove `output_dir/requeue.json`, if any: a run that starts is no longer waiting to be requeued."""
+    try:
+        Path(output_dir, REQUEUE_FILE).unlink(missing_ok=True)
+    except OSError:  # an unreadable output_dir: the run's own check reports it next, in one line
+        pass
 
 
 class Preempted(KeyboardInterrupt):

@@ -31,10 +31,9 @@ STAGE1 = ["data.synthetic_records=48", f"max_steps={STEPS}", "gradient_clipping=
 pytestmark = pytest.mark.skipif(shutil.which(str(DEEPSPEED)) is None, reason="deepspeed launcher not installed")
 
 
-def launch_script(script: str, stage: int, output_dir: Path, *overrides: str,
-                  status: int = 0) -> subprocess.CompletedProcess:
-    """Run `script` under `deepspeed --num_gpus 2` (CPU accelerator) with the smoke config of `stage`; check its
-    exit status."""
+def launcher_command(script: str, stage: int, output_dir: Path, *overrides: str) -> tuple[list[str], dict[str, str]]:
+    """The `deepspeed --num_gpus 2` command (CPU accelerator, a free port) for `script` on the smoke config of
+    `stage`, and its environment."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -42,6 +41,14 @@ def launch_script(script: str, stage: int, output_dir: Path, *overrides: str,
     cmd = [str(DEEPSPEED), "--num_gpus", "2", "--master_port", str(port), script, "--config", str(SMOKE[stage]), *sets]
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
     env["DS_ACCELERATOR"] = "cpu"
+    return cmd, env
+
+
+def launch_script(script: str, stage: int, output_dir: Path, *overrides: str,
+                  status: int = 0) -> subprocess.CompletedProcess:
+    """Run `script` under `deepspeed --num_gpus 2` (CPU accelerator) with the smoke config of `stage`; check its
+    exit status."""
+    cmd, env = launcher_command(script, stage, output_dir, *overrides)
     done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == status, done.stdout[-3000:] + done.stderr[-3000:]
     return done
@@ -110,3 +117,4 @@ def test_sigterm_to_one_rank_stops_both_and_the_rerun_matches(stage1, toy_init, 
     assert [c.name for c in ckpt.checkpoints(tmp_path)] == ["checkpoint-3", f"checkpoint-{STEPS}"]
     assert [r["step"] for r in read_metrics(tmp_path)] == list(range(1, STEPS + 1))
     assert_same_weights(tmp_path / "final", stage1)
+
