@@ -1,29 +1,51 @@
-"""VQA answer normalisation and scoring (official `evaluate/vqa_eval.py` `VQAEval`, itself the
-standard VQA v2 evaluation; official `evaluate/evaluate_vqa.py` for the per-question loop).
+"""VQA accuracy three ways: the standard script, mPLUG-Owl2's copy of an older version of it, and
+a lenient rule that normalises every answer.
 
-The standard evaluation normalises a predicted answer in two steps: punctuation (strip it, or
-replace it by a space, depending on how it is used; drop full stops that are not decimal points),
-then words (lower-case, number words to digits, drop articles, restore contractions written
-without an apostrophe). A prediction scores `min(1, matches / 3)` against the human answers,
-averaged over the ten leave-one-out subsets; with a single reference answer this is exact match
-after normalisation, which is what the `exact` metric computes for any reference.
+A prediction scores `min(1, matches / 3)` against the human answers, averaged over the subsets that
+leave one annotator out (ten for VQA v2). What differs is which answers are normalised before they
+are compared, and how:
 
-These are pure functions over strings and lists; the `owl2 eval` command reads files and prints.
+- `vqa_accuracy`, the standard: GT-Vision-Lab/VQA `PythonEvaluationTools/vqaEvaluation/vqaEval.py`
+  since commit a013f00 ("Fixed processing answers bug", 2021), the script EvalAI runs for VQA v2
+  test-dev and test-std. It strips whitespace from every answer; then, only when the annotators
+  disagree (`len(set(answers)) > 1`), it normalises the prediction and the answers (punctuation,
+  then digits/articles/contractions). When they agree, the prediction must equal their answer as
+  written: "Yes", "two" or "a dog" against ten "yes", "2" or "dog" scores 0. Papers' VQA v2 test-dev
+  numbers are this script's, run by EvalAI on predictions that were first passed through mmf's
+  `EvalAIAnswerProcessor` (mPLUG-Owl2's `evaluate_vqa.py` does so for test-dev), which normalises
+  them much as `normalize_answer` does.
+- `vqa_mplug_owl2_accuracy`: X-PLUG/mPLUG-Owl `mPLUG-Owl2/mplug_owl2/evaluate/vqa_eval.py`, the same
+  script before a013f00 (also LAVIS's copy). It always normalises the prediction, and the answers
+  only when they disagree and only for punctuation. mPLUG-Owl2's validation-split numbers (VQA v2
+  val, OK-VQA, TextVQA val) come from it.
+- `vqa_normalized_accuracy`: normalise the prediction and every answer, always (owl2's rule before
+  the standard became the default; no published script). The most lenient of the three; on raw
+  model output it approximates EvalAI's score of processed predictions (not exactly: mmf's processor
+  also drops commas and question marks and splits "'s").
+
+The tables and steps below are the script's, quirks included: its contraction table keys "Im",
+"Ive", "Id've" and "I'dve" with capitals, so they never match its lower-cased words; its full-stop
+pattern `(?!<=\\d)(\\.)(?!\\d)` means "a '.' not followed by a digit" (the look-behind is mistyped);
+and it passes `re.UNICODE` (32) where `re.sub` takes its count, so only the first 32 full stops go.
+The one deliberate departure: with a single reference answer there is no annotator to leave out and
+the script would score 0 for anything; here it is exact match (after whichever normalisation the
+variant applies).
+
+These are pure functions over strings and lists; `owl2.eval.scoring` aggregates them.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 
 CONTRACTIONS: dict[str, str] = {
     "aint": "ain't", "arent": "aren't", "cant": "can't", "couldve": "could've", "couldnt": "couldn't",
     "couldn'tve": "couldn't've", "couldnt've": "couldn't've", "didnt": "didn't", "doesnt": "doesn't",
     "dont": "don't", "hadnt": "hadn't", "hadnt've": "hadn't've", "hadn'tve": "hadn't've", "hasnt": "hasn't",
     "havent": "haven't", "hed": "he'd", "hed've": "he'd've", "he'dve": "he'd've", "hes": "he's",
-    "howd": "how'd", "howll": "how'll", "hows": "how's", "id've": "i'd've", "i'dve": "i'd've", "im": "i'm",
-    "ive": "i've", "isnt": "isn't", "itd": "it'd", "itd've": "it'd've", "it'dve": "it'd've", "itll": "it'll",
+    "howd": "how'd", "howll": "how'll", "hows": "how's", "Id've": "I'd've", "I'dve": "I'd've", "Im": "I'm",
+    "Ive": "I've", "isnt": "isn't", "itd": "it'd", "itd've": "it'd've", "it'dve": "it'd've", "itll": "it'll",
     "let's": "let's", "maam": "ma'am", "mightnt": "mightn't", "mightnt've": "mightn't've",
     "mightn'tve": "mightn't've", "mightve": "might've", "mustnt": "mustn't", "mustve": "must've",
     "neednt": "needn't", "notve": "not've", "oclock": "o'clock", "oughtnt": "oughtn't",
@@ -48,51 +70,58 @@ CONTRACTIONS: dict[str, str] = {
     "youd": "you'd", "youd've": "you'd've", "you'dve": "you'd've", "youll": "you'll", "youre": "you're",
     "youve": "you've",
 }  # fmt: skip
-"""Apostrophe-less spellings and their standard form. The official table keys a few entries with
-capitals ("Im", "Ive", "Id've") that can never match its lower-cased words; they are lower-cased here."""
+"""Apostrophe-less spellings and their standard form, the script's `contractions` verbatim (its
+capitalised keys included, which never match)."""
 
 NUMBER_WORDS: dict[str, str] = {
     "none": "0", "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5",
     "six": "6", "seven": "7", "eight": "8", "nine": "9", "ten": "10",
 }  # fmt: skip
-"""Number words the standard evaluation turns into digits ("none" counts as zero)."""
+"""Number words turned into digits (the script's `manualMap`; "none" counts as zero)."""
 
-ARTICLES = frozenset({"a", "an", "the"})
+ARTICLES = ("a", "an", "the")
 """Words dropped from answers."""
 
 PUNCTUATION = (";", "/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\", "_", "-", ">", "<", "@", "`", ",", "?", "!")
-"""Characters removed (or turned into spaces) by the punctuation step; full stops are handled apart."""
+"""Marks removed (or turned into spaces) by the punctuation step, in the script's order; full stops apart."""
 
-_PERIOD = re.compile(r"(?!<=\d)(\.)(?!\d)")  # the official pattern: a '.' not followed by a digit
-_DIGIT_COMMA = re.compile(r"(\d)(,)(\d)")
+_PERIOD_STRIP = re.compile(r"(?!<=\d)(\.)(?!\d)")  # the script's pattern: a '.' not followed by a digit
+_COMMA_STRIP = re.compile(r"(\d)(\,)(\d)")
+_PERIOD_COUNT = re.UNICODE  # the script's third argument to `sub`, which is the count: 32
 
 
-def normalize_punctuation(text: str) -> str:
-    """The standard punctuation step.
+def strip_whitespace(text: str) -> str:
+    """Newlines and tabs to spaces, then strip the ends (the script's first step on every answer)."""
+    return text.replace("\n", " ").replace("\t", " ").strip()
 
-    A mark next to a space (or any mark, when the text has a digit-comma-digit like "1,000") is
-    removed; otherwise it becomes a space ("black-white" -> "black white"). Full stops not followed
-    by a digit are removed ("dog." -> "dog", "2.5" stays).
+
+def process_punctuation(text: str) -> str:
+    """The script's `processPunctuation`.
+
+    A mark next to a space in the text (or any mark, when the text has a digit-comma-digit such as
+    "1,000") is removed; otherwise it becomes a space ("black-white" -> "black white"). Then the
+    first 32 full stops not followed by a digit are removed ("dog." -> "dog", "2.5" stays).
     """
     out = text
-    digit_comma = _DIGIT_COMMA.search(text) is not None
+    digit_comma = _COMMA_STRIP.search(text) is not None
     for mark in PUNCTUATION:
         if mark + " " in text or " " + mark in text or digit_comma:
             out = out.replace(mark, "")
         else:
             out = out.replace(mark, " ")
-    return _PERIOD.sub("", out)
+    return _PERIOD_STRIP.sub("", out, count=_PERIOD_COUNT)
 
 
-def normalize_words(text: str) -> str:
-    """The standard word step: lower-case, number words to digits, drop articles, restore contractions."""
+def process_digit_article(text: str) -> str:
+    """The script's `processDigitArticle`: lower-case, number words to digits, drop articles, restore
+    contractions, single spaces."""
     words = [NUMBER_WORDS.get(word, word) for word in text.lower().split()]
     words = [CONTRACTIONS.get(word, word) for word in words if word not in ARTICLES]
     return " ".join(words)
 
 
 def normalize_answer(text: str) -> str:
-    """Normalise an answer as the standard VQA evaluation does.
+    """Every step of the standard evaluation: whitespace, punctuation, then digits/articles/contractions.
 
     Example:
         >>> normalize_answer("Two dogs.")
@@ -100,16 +129,40 @@ def normalize_answer(text: str) -> str:
         >>> normalize_answer("a dog.")
         'dog'
     """
-    text = text.replace("\n", " ").replace("\t", " ").strip()
-    return normalize_words(normalize_punctuation(text))
+    return process_digit_article(process_punctuation(strip_whitespace(text)))
+
+
+def leave_one_out(prediction: str, answers: Sequence[str]) -> float:
+    """`min(1, matches / 3)` averaged over the subsets that leave one answer out.
+
+    The script leaves out one answer record at a time (VQA v2 records differ by `answer_id`), so
+    equal answers still count separately; here answer `k` is left out in subset `k`. With a single
+    answer this is exact match (the script would compare against no answer and give 0).
+
+    Raises:
+        ValueError: If `answers` is empty.
+    """
+    if not answers:
+        raise ValueError("VQA accuracy needs at least one reference answer")
+    if len(answers) == 1:
+        return float(prediction == answers[0])
+    matches = sum(answer == prediction for answer in answers)
+    # leaving out a matching answer leaves matches - 1 of them; leaving out another leaves all
+    scores = [min(1.0, (matches - (answer == prediction)) / 3) for answer in answers]
+    return sum(scores) / len(scores)
 
 
 def vqa_accuracy(prediction: str, answers: Sequence[str]) -> float:
-    """The VQA v2 accuracy of one prediction against its human answers.
+    """The standard VQA accuracy (GT-Vision-Lab `vqaEval.py`, the script EvalAI runs).
 
-    With ten answers, each leave-one-out subset of nine scores `min(1, matches / 3)` and the
-    scores are averaged. With fewer answers the same rule applies; with a single answer it is
-    exact match after normalisation (there is no subset to leave one out of).
+    Whitespace is stripped from the prediction and every answer; the rest of the normalisation
+    applies only when the answers are not all the same.
+
+    Example:
+        >>> vqa_accuracy("Yes", ["yes"] * 10)  # the annotators agree: compared as written
+        0.0
+        >>> vqa_accuracy("Yes", ["yes"] * 9 + ["yes."])  # they disagree: both sides normalised
+        1.0
 
     Args:
         prediction: The model's answer (raw text).
@@ -121,98 +174,59 @@ def vqa_accuracy(prediction: str, answers: Sequence[str]) -> float:
     Raises:
         ValueError: If `answers` is empty.
     """
-    if not answers:
-        raise ValueError("vqa_accuracy needs at least one reference answer")
-    predicted = normalize_answer(prediction)
-    references = [normalize_answer(a) for a in answers]
-    if len(references) == 1:
-        return float(predicted == references[0])
-    scores = []
-    for left_out in range(len(references)):
-        matches = sum(1 for k, ref in enumerate(references) if k != left_out and ref == predicted)
-        scores.append(min(1.0, matches / 3))
-    return sum(scores) / len(scores)
+    prediction = strip_whitespace(prediction)
+    answers = [strip_whitespace(answer) for answer in answers]
+    if len(set(answers)) > 1:
+        prediction = process_digit_article(process_punctuation(prediction))
+        answers = [process_digit_article(process_punctuation(answer)) for answer in answers]
+    return leave_one_out(prediction, answers)
+
+
+def vqa_mplug_owl2_accuracy(prediction: str, answers: Sequence[str]) -> float:
+    """VQA accuracy as mPLUG-Owl2's `evaluate/vqa_eval.py` computes it (the standard script before a013f00).
+
+    The prediction is always normalised; the answers are taken as written, except that when they are
+    not all the same their punctuation is processed (only that: "two" stays "two", "The dog" stays).
+
+    Args:
+        prediction: The model's answer (raw text).
+        answers: The reference answers (raw text), one per annotator.
+
+    Returns:
+        A score in [0, 1].
+
+    Raises:
+        ValueError: If `answers` is empty.
+    """
+    prediction = normalize_answer(prediction)
+    if len(set(answers)) > 1:
+        answers = [process_punctuation(answer) for answer in answers]
+    return leave_one_out(prediction, answers)
+
+
+def vqa_normalized_accuracy(prediction: str, answers: Sequence[str]) -> float:
+    """VQA accuracy with the prediction and every answer normalised (`normalize_answer`), always.
+
+    Args:
+        prediction: The model's answer (raw text).
+        answers: The reference answers (raw text), one per annotator.
+
+    Returns:
+        A score in [0, 1].
+
+    Raises:
+        ValueError: If `answers` is empty.
+    """
+    return leave_one_out(normalize_answer(prediction), [normalize_answer(answer) for answer in answers])
 
 
 def exact_match(prediction: str, answers: Sequence[str]) -> float:
-    """1.0 if the normalised prediction equals any normalised reference answer, else 0.0."""
-    if not answers:
-        raise ValueError("exact_match needs at least one reference answer")
-    predicted = normalize_answer(prediction)
-    return float(any(predicted == normalize_answer(a) for a in answers))
-
-
-METRICS = {"vqa": vqa_accuracy, "exact": exact_match}
-"""Scoring functions by name: `(prediction, answers) -> score in [0, 1]`."""
-
-
-@dataclass
-class Scores:
-    """Mean scores, overall and per question type."""
-
-    overall: float
-    """Mean over every scored question."""
-    count: int
-    """Questions scored."""
-    per_type: dict[str, float] = field(default_factory=dict)
-    """Mean per type (empty when no question has a type)."""
-    type_counts: dict[str, int] = field(default_factory=dict)
-    """Questions per type."""
-
-    def table(self, metric: str = "accuracy") -> str:
-        """A plain-text table: one row per type (sorted), then the overall row."""
-        rows = [(name, self.type_counts[name], self.per_type[name]) for name in sorted(self.per_type)]
-        rows.append(("overall", self.count, self.overall))
-        width = max(len("type"), *(len(r[0]) for r in rows))
-        lines = [f"{'type':<{width}}  {'n':>6}  {metric:>9}"]
-        lines += [f"{name:<{width}}  {n:>6}  {100 * score:>8.2f}%" for name, n, score in rows]
-        return "\n".join(lines)
-
-
-def score(
-    predictions: dict[str, str],
-    references: dict[str, Sequence[str]],
-    types: dict[str, str] | None = None,
-    metric: str = "vqa",
-) -> Scores:
-    """Score predictions against references, overall and per type.
-
-    Args:
-        predictions: Answer text by question id.
-        references: Reference answers by question id; every id here must have a prediction.
-        types: Question type by id (ids without one are counted only overall).
-        metric: A key of `METRICS`.
-
-    Returns:
-        The mean scores.
+    """1.0 if the normalised prediction equals any normalised reference answer, else 0.0.
 
     Raises:
-        KeyError: If the metric is unknown or a reference id has no prediction (naming it).
+        ValueError: If `answers` is empty.
     """
-    if metric not in METRICS:
-        raise KeyError(f"unknown metric {metric!r}; expected one of {sorted(METRICS)}")
-    missing = [qid for qid in references if qid not in predictions]
-    if missing:
-        more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
-        raise KeyError(f"no prediction for question id {missing[0]!r}{more}")
-    fn = METRICS[metric]
-    types = types or {}
-    by_type: dict[str, list[float]] = {}
-    all_scores = []
-    for qid, answers in references.items():
-        value = fn(predictions[qid], answers)
-        all_scores.append(value)
-        if qid in types:
-            by_type.setdefault(types[qid], []).append(value)
-    return Scores(
-        overall=mean(all_scores),
-        count=len(all_scores),
-        per_type={name: mean(values) for name, values in by_type.items()},
-        type_counts={name: len(values) for name, values in by_type.items()},
-    )
-
-
-def mean(values: Iterable[float]) -> float:
-    """Arithmetic mean; 0.0 for no values."""
-    values = list(values)
-    return sum(values) / len(values) if values else 0.0
+    if not answers:
+        raise ValueError("exact match needs at least one reference answer")
+    predicted = normalize_answer(prediction)
+    return float(any(predicted == normalize_answer(answer) for answer in answers))

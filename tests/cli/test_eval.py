@@ -24,11 +24,13 @@ def test_eval_prints_per_type_table_and_writes_json(tmp_path, capsys):
     out = tmp_path / "scores.json"
     assert main(["eval", "--predictions", str(preds), "--references", str(refs), "--output", str(out)]) == 0
     rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()}
-    assert rows["count"] == ["count", "1", "100.00%"]
+    assert rows["count"] == ["count", "1", "0.00%"]  # the standard: one answer, compared as written ("2" is not "two")
     assert rows["animal"] == ["animal", "1", "90.00%"]  # 3 of 10 annotators: 0.3 * 2/3 + 0.7 * 1
     result = json.loads(out.read_text())
-    assert result["accuracy"] == pytest.approx((1 + 0.9) / 3) and result["count"] == 3
+    assert result["score"] == pytest.approx(0.9 / 3) and result["count"] == 3
 
+    assert main(["eval", "--predictions", str(preds), "--references", str(refs), "--metric", "vqa_normalized"]) == 0
+    assert ["count", "1", "100.00%"] in [line.split() for line in capsys.readouterr().out.splitlines()]
     assert main(["eval", "--predictions", str(preds), "--references", str(refs), "--metric", "exact"]) == 0
     assert ["animal", "1", "100.00%"] in [line.split() for line in capsys.readouterr().out.splitlines()]
 
