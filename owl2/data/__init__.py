@@ -14,6 +14,8 @@ _EXPORTS = {
     "RecordError": "owl2.data.records",
     "RecordFile": "owl2.data.records",
     "LengthGroupedSampler": "owl2.data.sampler",
+    "Source": "owl2.data.mixture",
+    "mixture_batches": "owl2.data.mixture",
     "build_synthetic_tokenizer": "owl2.data.synthetic",
     "write_synthetic_dataset": "owl2.data.synthetic",
 }
