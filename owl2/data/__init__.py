@@ -18,6 +18,7 @@ _EXPORTS = {
     "mixture_batches": "owl2.data.mixture",
     "build_synthetic_tokenizer": "owl2.data.synthetic",
     "write_synthetic_dataset": "owl2.data.synthetic",
+    "write_synthetic_onellm_dataset": "owl2.data.synthetic_onellm",
 }
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -84,15 +84,20 @@ def draw_scene(rng: random.Random, image_size: int) -> tuple[Image.Image, list[S
         x0 = (quadrant % 2) * half + rng.randint(0, half - side)
         y0 = (quadrant // 2) * half + rng.randint(0, half - side)
         box = (x0, y0, x0 + side - 1, y0 + side - 1)
-        fill = COLORS[color]
-        if kind == "circle":
-            draw.ellipse(box, fill=fill)
-        elif kind == "square":
-            draw.rectangle(box, fill=fill)
-        else:
-            draw.polygon([(x0 + side // 2, y0), (x0, y0 + side - 1), (x0 + side - 1, y0 + side - 1)], fill=fill)
+        draw_shape(draw, kind, box, COLORS[color])
         shapes.append(Shape(color, kind, POSITIONS[quadrant]))
     return image, shapes
+
+
+def draw_shape(draw: ImageDraw.ImageDraw, kind: str, box: tuple[int, int, int, int], fill) -> None:
+    """Draw a circle, square or triangle (apex up) filling `box` (x0, y0, x1, y1, inclusive)."""
+    x0, y0, x1, y1 = box
+    if kind == "circle":
+        draw.ellipse(box, fill=fill)
+    elif kind == "square":
+        draw.rectangle(box, fill=fill)
+    else:
+        draw.polygon([((x0 + x1 + 1) // 2, y0), (x0, y1), (x1, y1)], fill=fill)
 
 
 def caption(shapes: list[Shape]) -> str:
@@ -142,7 +147,7 @@ def text_instruction(rng: random.Random) -> tuple[str, str, str]:
     return f"what is the opposite of {word} ?", OPPOSITES[word], kind
 
 
-def _write_jsonl(path: Path, records: list[dict]) -> None:
+def write_jsonl(path: Path, records: list[dict]) -> None:
     with open(path, "w", encoding="utf-8") as f:
         for record in records:
             f.write(json.dumps(record, sort_keys=True) + "\n")
@@ -250,9 +255,9 @@ def write_synthetic_dataset(
         )
 
     paths = {"stage1": out / "stage1.jsonl", "stage2": out / "stage2.jsonl", "heldout": out / "heldout.jsonl"}
-    _write_jsonl(paths["stage1"], stage1)
-    _write_jsonl(paths["stage2"], stage2)
-    _write_jsonl(paths["heldout"], heldout)
+    write_jsonl(paths["stage1"], stage1)
+    write_jsonl(paths["stage2"], stage2)
+    write_jsonl(paths["heldout"], heldout)
     paths["images"] = images
     paths["tokenizer"] = out / "tokenizer"
     build_synthetic_tokenizer().save_pretrained(paths["tokenizer"])
@@ -284,17 +289,17 @@ def synthetic_vocabulary() -> list[str]:
     return words
 
 
-def build_synthetic_tokenizer():
+def build_synthetic_tokenizer(words: list[str] | None = None):
     """A word-level tokenizer for the synthetic data, as a transformers `PreTrainedTokenizerFast`.
 
-    Ids 0 `<unk>` (also the pad token), 1 `<s>`, 2 `</s>`, then the words of `synthetic_vocabulary`.
+    Ids 0 `<unk>` (also the pad token), 1 `<s>`, 2 `</s>`, then `words` (default: `synthetic_vocabulary()`).
     Text is lower-cased and split on whitespace and punctuation; encoding adds `<s>` in front, as
     LLaMA's tokenizer does.
     """
     from transformers import PreTrainedTokenizerFast
 
     specials = ["<unk>", "<s>", "</s>"]
-    vocab = {token: i for i, token in enumerate(specials + synthetic_vocabulary())}
+    vocab = {token: i for i, token in enumerate(specials + (synthetic_vocabulary() if words is None else words))}
     tokenizer = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     tokenizer.normalizer = normalizers.Lowercase()
     tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
