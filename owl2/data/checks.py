@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from owl2.data.records import RecordError, RecordFile
+from owl2.processing.media.config import MediaConfig
 from owl2.processing.image_file import load_image
 from owl2.processing.templates import ASSISTANT, PLACEHOLDERS, USER
 
@@ -177,8 +178,8 @@ def resolve_input(folder: str | Path, modality: str, name: InputName) -> InputPa
     return resolve_image_path(folder, name, what=modality)
 
 
-def check_input(modality: str, path: InputPath, name: InputName) -> None:
-    """Decode one input the way the model's loader will (with the release's sizes), for its errors.
+def check_input(modality: str, path: InputPath, name: InputName, media_config: MediaConfig | None = None) -> None:
+    """Decode one input the way the model's loader will (with `media_config`, default the release's sizes).
 
     Raises:
         ValueError: Naming the file and what was expected (missing, unreadable, wrong shape, NaN ...).
@@ -188,17 +189,24 @@ def check_input(modality: str, path: InputPath, name: InputName) -> None:
         return
     from owl2.processing.media import OneLLMMediaProcessor  # torch: only for records that have such inputs
 
-    OneLLMMediaProcessor().load(modality, path)  # the release's sizes
+    OneLLMMediaProcessor(media_config).load(modality, path)
 
 
-def validate_record(record: dict, location: str, image_folder: str | Path | None, load: bool = True) -> Sample:
+def validate_record(
+    record: dict,
+    location: str,
+    image_folder: str | Path | None,
+    load: bool = True,
+    media_config: MediaConfig | None = None,
+) -> Sample:
     """Check one record and return its messages and image paths.
 
     Args:
         record: The parsed record.
         location: `line N` or `record N`, for the error.
         image_folder: Folder image paths are relative to; required if the record has images.
-        load: Also decode every image (off when the caller decodes them anyway).
+        load: Also decode every input (off when the caller decodes them anyway).
+        media_config: The sizes OneLLM's inputs are checked against (default: the release's).
 
     Raises:
         RecordError: With `location` and the first problem found.
@@ -218,7 +226,7 @@ def validate_record(record: dict, location: str, image_folder: str | Path | None
         if load:
             for modality, modality_names in names.items():
                 for path, name in zip(paths[modality], modality_names):
-                    check_input(modality, path, name)
+                    check_input(modality, path, name, media_config)
     except ValueError as e:
         raise RecordError(location, str(e)) from None
     return Sample(
@@ -241,15 +249,18 @@ class Problem:
         return f"{self.location}: {self.reason}"
 
 
-def iter_problems(records: RecordFile, image_folder: str | Path | None) -> Iterator[Problem]:
+def iter_problems(
+    records: RecordFile, image_folder: str | Path | None, media_config: MediaConfig | None = None
+) -> Iterator[Problem]:
     """Read every record and image of `records` and yield one `Problem` per bad record.
 
     Args:
         records: The opened data file.
         image_folder: Folder image paths are relative to.
+        media_config: The sizes OneLLM's inputs are checked against (default: the release's).
     """
     for index in range(len(records)):
         try:
-            validate_record(records[index], records.location(index), image_folder)
+            validate_record(records[index], records.location(index), image_folder, media_config=media_config)
         except RecordError as e:
             yield Problem(e.location, e.reason)

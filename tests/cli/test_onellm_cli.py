@@ -124,3 +124,16 @@ def test_data_check_reads_every_modality_and_names_the_bad_file(media_files, tmp
     assert lines[1] == "line 5: 0 <|audio|> placeholders but 1 audio inputs"
     assert lines[2].startswith("line 6: 'rgbd' must be a pair [image, map]")
     assert lines[-1].endswith("6 records, 3 good, 3 bad")
+
+
+def test_data_check_takes_a_model_folders_sizes(onellm_dir, media_files, tmp_path, capsys):
+    record = {"id": "scan", "fmri": "betas.npy", "caption": "a red circle"}  # 50 voxels: the toy's, not the release's
+    data = tmp_path / "fmri.jsonl"
+    data.write_text(json.dumps(record) + "\n")
+    args = ["data", "check", str(data), "--image-folder", str(media_files)]
+    assert main(args) == 1
+    assert "betas.npy" in capsys.readouterr().out
+    assert main([*args, "--model", str(onellm_dir)]) == 0
+    assert capsys.readouterr().out.strip().endswith("1 records, 1 good, 0 bad")
+    assert main([*args, "--model", str(tmp_path)]) == 2  # no media_config.json there
+    assert "media_config.json" in capsys.readouterr().err
