@@ -21,7 +21,7 @@ beside it: one modality per record.)
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -178,6 +178,19 @@ def resolve_input(folder: str | Path, modality: str, name: InputName) -> InputPa
     return resolve_image_path(folder, name, what=modality)
 
 
+def check_placeholders(text: str, inputs: Mapping[str, Sequence]) -> None:
+    """Check that `text` holds one placeholder of each modality per input of it.
+
+    Raises:
+        ValueError: Naming the first modality whose counts differ, e.g. `0 <|audio|> placeholders but 1 audio inputs`.
+    """
+    for modality, placeholder in PLACEHOLDERS.items():
+        count, given = text.count(placeholder), len(inputs.get(modality, ()))
+        if count != given:
+            what = "images" if modality == "image" else f"{modality} inputs"
+            raise ValueError(f"{count} {placeholder} placeholders but {given} {what}")
+
+
 def check_input(modality: str, path: InputPath, name: InputName, media_config: MediaConfig | None = None) -> None:
     """Decode one input the way the model's loader will (with `media_config`, default the release's sizes).
 
@@ -214,12 +227,7 @@ def validate_record(
     try:
         names = record_inputs(record)
         messages = record_messages(record)
-        for modality, placeholder in PLACEHOLDERS.items():
-            count = sum(m["content"].count(placeholder) for m in messages)
-            given = len(names.get(modality, ()))
-            if count != given:
-                inputs = "images" if modality == "image" else f"{modality} inputs"
-                raise ValueError(f"{count} {placeholder} placeholders but {given} {inputs}")
+        check_placeholders("\n".join(m["content"] for m in messages), names)
         if names and image_folder is None:
             raise ValueError("the record has inputs (images ...) but no image folder was given")
         paths = {m: [resolve_input(image_folder, m, n) for n in modality_names] for m, modality_names in names.items()}

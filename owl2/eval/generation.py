@@ -21,7 +21,7 @@ import torch
 
 from owl2.eval.inputs import Question, check_model_folder
 from owl2.models.multimodal import MultimodalPreTrainedModel
-from owl2.processing.processor import MultimodalProcessor
+from owl2.processing.processor import MultimodalProcessor, OneLLMProcessor, Owl2Processor
 
 MODEL_TYPES = ("owl2", "onellm")
 """The `model_type`s a model folder may have: mPLUG-Owl2's and OneLLM's."""
@@ -46,12 +46,10 @@ def model_type(directory: str | Path) -> str:
 def family(kind: str) -> tuple[type[MultimodalPreTrainedModel], type[MultimodalProcessor]]:
     """The model and processor classes of a `model_type`."""
     if kind == "onellm":
-        from owl2.models.onellm import OneLLMModel
-        from owl2.processing.processor import OneLLMProcessor
+        from owl2.models.onellm import OneLLMModel  # each family's model only when asked for (timm, the point ops)
 
         return OneLLMModel, OneLLMProcessor
     from owl2.models.owl2 import Owl2Model
-    from owl2.processing.processor import Owl2Processor
 
     return Owl2Model, Owl2Processor
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from owl2.data.checks import InputPath, record_inputs, resolve_input
+from owl2.data.checks import InputName, InputPath, check_placeholders, record_inputs, resolve_input
 from owl2.eval.answers import iter_jsonl, record_id
 from owl2.processing.templates import PLACEHOLDERS
 
@@ -86,24 +86,23 @@ def read_questions(path: str | Path, image_folder: str | Path | None = None) -> 
             raise ValueError(f"{location}: {e}") from None
         for modality, paths in inputs.items():
             for name, resolved in zip(names[modality], paths):
-                for one, file in zip(name if isinstance(name, tuple) else (name,), _files(resolved)):
+                for one, file in zip(_files(name), _files(resolved)):
                     if not file.is_file():
                         raise ValueError(f"{location}: {modality} {one!r} not found in {folder}")
         leading = "".join(PLACEHOLDERS[m] * len(ps) for m, ps in inputs.items() if PLACEHOLDERS[m] not in text)
         text = f"{leading}\n{text}" if leading else text
-        for modality, placeholder in PLACEHOLDERS.items():
-            count, given = text.count(placeholder), len(inputs.get(modality, ()))
-            if count != given:
-                raise ValueError(
-                    f"{location}: the question holds {count} {placeholder} but the record has {given} {modality} input(s)"
-                )
+        try:
+            check_placeholders(text, inputs)
+        except ValueError as e:
+            raise ValueError(f"{location}: the question holds {e}") from None
         extra = {k: record[k] for k in CARRIED_KEYS if k in record}
         questions.append(Question(qid, text, inputs, location, extra))
     return questions
 
 
-def _files(path: InputPath) -> tuple[Path, ...]:
-    return path if isinstance(path, tuple) else (path,)
+def _files(input_: InputName | InputPath) -> tuple:
+    """The one file of an input, or both of a pair."""
+    return input_ if isinstance(input_, tuple) else (input_,)
 
 
 def check_model_folder(directory: str | Path) -> Path:

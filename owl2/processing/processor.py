@@ -97,19 +97,20 @@ class MultimodalProcessor:
         Raises:
             ValueError: This model has no such modality, or the file is missing or unreadable, naming it.
         """
-        if modality not in self.placeholders:
-            raise ValueError(f"{modality} inputs were given, but this model takes only {', '.join(self.placeholders)}")
+        self._refuse_unknown([modality])
         return self.load_file(modality, path)
+
+    def _refuse_unknown(self, modalities) -> None:
+        unknown = sorted(set(modalities) - set(self.placeholders))
+        if unknown:
+            raise ValueError(f"{', '.join(unknown)} inputs were given, but this model takes only {', '.join(self.placeholders)}")
 
     def _encode(self, text: str) -> list[int]:
         bos = [self.tokenizer.bos_token_id] if self.tokenizer.bos_token_id is not None else []
         return bos + encode_text(text, self.tokenizer, self.placeholders)
 
-    def _batch(self, sequences: list[list[int]], inputs: Mapping[str, Sequence] | None, padding_side: str) -> dict:
-        inputs = {modality: list(items) for modality, items in (inputs or {}).items() if items is not None}
-        unknown = sorted(set(inputs) - set(self.placeholders))
-        if unknown:
-            raise ValueError(f"inputs of {', '.join(unknown)} were given, but this model takes only {', '.join(self.placeholders)}")
+    def _batch(self, sequences: list[list[int]], inputs: dict[str, list], padding_side: str) -> dict:
+        self._refuse_unknown(inputs)
         for modality, index in self.placeholders.items():
             count, given = sum(seq.count(index) for seq in sequences), len(inputs.get(modality, ()))
             if count != given:
@@ -216,11 +217,14 @@ def _merge_inputs(inputs: Mapping[str, Sequence] | None, by_modality: Mapping[st
     """`inputs` plus keyword inputs (`images=` -> "image"); a single PIL image stands for a list of one."""
     merged = dict(inputs or {})
     for key, items in by_modality.items():
-        modality = key.removesuffix("s") if key.removesuffix("s") in PLACEHOLDERS else key
+        singular = key.removesuffix("s")
+        modality = singular if singular in PLACEHOLDERS else key
         if modality not in PLACEHOLDERS:
             raise TypeError(f"unexpected keyword {key!r}; expected inputs of one of {', '.join(PLACEHOLDERS)}")
         merged[modality] = items
-    return {m: [items] if isinstance(items, Image.Image) else items for m, items in merged.items() if items is not None}
+    return {
+        m: [items] if isinstance(items, Image.Image) else list(items) for m, items in merged.items() if items is not None
+    }
 
 
 class Owl2Processor(MultimodalProcessor):
