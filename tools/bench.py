@@ -361,18 +361,19 @@ def synthetic_mix_lengths(count: int, num_image_tokens: int = 65) -> list[int]:
     from owl2.data.dataset import SupervisedDataset
     from owl2.data.synthetic import write_synthetic_dataset
     from owl2.processing.image import Owl2ImageProcessor
+    from owl2.processing.processor import Owl2Processor
     from transformers import AutoTokenizer
 
     with tempfile.TemporaryDirectory() as tmp:
         paths = write_synthetic_dataset(tmp, num_stage1=0, num_stage2=count, num_heldout=0)
-        tokenizer = AutoTokenizer.from_pretrained(paths["tokenizer"])
-        dataset = SupervisedDataset(paths["stage2"], tokenizer, Owl2ImageProcessor(56), paths["images"],
-                                    num_image_tokens=num_image_tokens)  # fmt: skip
+        processor = Owl2Processor(AutoTokenizer.from_pretrained(paths["tokenizer"]), Owl2ImageProcessor(56))
+        dataset = SupervisedDataset(paths["stage2"], processor, paths["images"], tokens_per_input=num_image_tokens)
         lengths = []
         for i in range(len(dataset)):
             sample = dataset[i]
             if sample is not None:
-                lengths.append(len(sample["input_ids"]) + len(sample["pixel_values"]) * (num_image_tokens - 1))
+                images = len(sample["inputs"].get("image", ()))
+                lengths.append(len(sample["input_ids"]) + images * (num_image_tokens - 1))
     return lengths
 
 

@@ -9,6 +9,7 @@ _EXPORTS = {
     "load_image": "owl2.data.checks",
     "validate_record": "owl2.data.checks",
     "Collator": "owl2.data.dataset",
+    "ConcatDataset": "owl2.data.dataset",
     "SupervisedDataset": "owl2.data.dataset",
     "DataFileError": "owl2.data.records",
     "RecordError": "owl2.data.records",

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import torch
 
 from owl2.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
+from owl2.data.dataset import collate_inputs
+from owl2.processing.tokenization import IMAGE_ONLY
 
 
 def expanded_length(input_ids: torch.Tensor, num_image_tokens: int) -> int:
@@ -64,7 +66,6 @@ class PackingCollator:
         input_ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
         labels = torch.full_like(input_ids, IGNORE_INDEX)
         attention_mask = torch.zeros_like(input_ids)
-        images = []
         for r, row in enumerate(rows):
             offset = 0
             for number, sample in enumerate(row, start=1):
@@ -72,7 +73,7 @@ class PackingCollator:
                 input_ids[r, offset : offset + n] = sample["input_ids"]
                 labels[r, offset : offset + n] = sample["labels"]
                 attention_mask[r, offset : offset + n] = number
-                images.append(sample["pixel_values"])
                 offset += n
-        pixel_values = torch.cat(images) if any(len(x) for x in images) else None
+        ordered = [sample for row in rows for sample in row]  # the inputs in the packed rows' order
+        pixel_values = collate_inputs(ordered, input_ids, IMAGE_ONLY)
         return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels, "pixel_values": pixel_values}

@@ -14,7 +14,8 @@ Per modality (one module each in `owl2.data.synthetic_media`):
 
 Stage "align" pairs each input with a caption, stage "instruct" asks one or two questions of it (with its
 placeholder, e.g. `<|audio|>\\nhow many beeps ?` -> `three`), and the held-out split asks one question per input
-in the `owl2 generate` questions format, with the answers in an `owl2 eval` references file. Sizes come from
+in the `owl2 generate` questions format, with the answers in an `owl2 eval` references file, and asks the same
+inputs for their caption (the alignment stages' prompt: the placeholder alone). Sizes come from
 the `MediaConfig` given (the toy model's, or the release's). Everything is a function of the seed: the same
 seed writes the same bytes.
 """
@@ -76,7 +77,8 @@ def write_synthetic_onellm_dataset(
     For each modality M: `M/` (the files, e.g. `audio/align_000000.wav`; rgbd/rgbn pairs `rgbd/x.png` and
     `rgbd/x_depth.png`), `M_align.jsonl` (`id`, M, `caption`), `M_instruct.jsonl` (`id`, M, `conversations`),
     `M_heldout.jsonl` (`id`, `question` with its placeholder, M, `question_type`: `owl2 generate`'s input) and
-    `M_references.jsonl` (`id`, `answer`, `question_type`, `modality`: `owl2 eval`'s references). Paths in
+    `M_references.jsonl` (`id`, `answer`, `question_type`, `modality`: `owl2 eval`'s references), and the same for
+    the captions of the held-out inputs, `M_captions.jsonl` and `M_caption_references.jsonl`. Paths in
     records are relative to `out_dir`, the image folder of every file. Also `tokenizer/`
     (`build_onellm_tokenizer`).
 
@@ -89,7 +91,8 @@ def write_synthetic_onellm_dataset(
         modalities: Which to write, from `GENERATORS`.
 
     Returns:
-        Paths by name: `M_align`, `M_instruct`, `M_heldout`, `M_references`, `M_files` for each modality M;
+        Paths by name: `M_align`, `M_instruct`, `M_heldout`, `M_references`, `M_captions`, `M_caption_references`,
+        `M_files` for each modality M;
         `image_folder` (`out_dir`) and `tokenizer`.
 
     Raises:
@@ -110,7 +113,7 @@ def write_synthetic_onellm_dataset(
         streams = {split: random.Random(f"{seed}-{modality}-{split}") for split in SPLITS}
         sizes = {"align": num_per_modality, "instruct": num_per_modality, "heldout": num_heldout}
         records: dict[str, list[dict]] = {split: [] for split in SPLITS}
-        references = []
+        references, captions, caption_references = [], [], []
         for split in SPLITS:
             rng = streams[split]
             for i in range(sizes[split]):
@@ -131,11 +134,19 @@ def write_synthetic_onellm_dataset(
                     records[split].append({"id": rid, "question": f"{placeholder}\n{question}", modality: item.value,
                                            "question_type": qtype})  # fmt: skip
                     references.append({"id": rid, "answer": answer, "question_type": qtype, "modality": modality})
+                    captions.append({"id": f"{rid}-caption", "question": placeholder, modality: item.value,
+                                     "question_type": "caption"})  # fmt: skip
+                    caption_references.append({"id": f"{rid}-caption", "answer": item.caption,
+                                               "question_type": "caption", "modality": modality})  # fmt: skip
         for split in SPLITS:
             paths[f"{modality}_{split}"] = out / f"{modality}_{split}.jsonl"
             write_jsonl(paths[f"{modality}_{split}"], records[split])
         paths[f"{modality}_references"] = out / f"{modality}_references.jsonl"
         write_jsonl(paths[f"{modality}_references"], references)
+        paths[f"{modality}_captions"] = out / f"{modality}_captions.jsonl"
+        write_jsonl(paths[f"{modality}_captions"], captions)
+        paths[f"{modality}_caption_references"] = out / f"{modality}_caption_references.jsonl"
+        write_jsonl(paths[f"{modality}_caption_references"], caption_references)
         paths[f"{modality}_files"] = folder
     paths["tokenizer"] = out / "tokenizer"
     build_onellm_tokenizer().save_pretrained(paths["tokenizer"])

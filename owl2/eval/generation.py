@@ -14,45 +14,14 @@ other prompts (the synthetic data set) has never seen it.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
 from owl2.eval.inputs import Question, check_model_folder
+from owl2.families import family, model_type
 from owl2.models.multimodal import MultimodalPreTrainedModel
-from owl2.processing.processor import MultimodalProcessor, OneLLMProcessor, Owl2Processor
-
-MODEL_TYPES = ("owl2", "onellm")
-"""The `model_type`s a model folder may have: mPLUG-Owl2's and OneLLM's."""
-
-
-def model_type(directory: str | Path) -> str:
-    """The `model_type` of a model folder's `config.json` ("owl2" or "onellm").
-
-    Raises:
-        ValueError: If `config.json` is unreadable or names another model type.
-    """
-    path = Path(directory) / "config.json"
-    try:
-        kind = json.loads(path.read_text()).get("model_type")
-    except (OSError, json.JSONDecodeError, AttributeError) as e:
-        raise ValueError(f"{path}: not a readable model config ({e})") from None
-    if kind not in MODEL_TYPES:
-        raise ValueError(f"{path}: model_type {kind!r}; expected one of {list(MODEL_TYPES)}")
-    return kind
-
-
-def family(kind: str) -> tuple[type[MultimodalPreTrainedModel], type[MultimodalProcessor]]:
-    """The model and processor classes of a `model_type`."""
-    if kind == "onellm":
-        from owl2.models.onellm import OneLLMModel  # each family's model only when asked for (timm, the point ops)
-
-        return OneLLMModel, OneLLMProcessor
-    from owl2.models.owl2 import Owl2Model
-
-    return Owl2Model, Owl2Processor
-
+from owl2.processing.processor import MultimodalProcessor
 
 def load_pretrained(
     directory: str | Path, device: str = "cpu", dtype: torch.dtype = torch.float32, template: str | None = None

@@ -51,8 +51,8 @@ def pad_batch(
 class MultimodalProcessor:
     """Tokenizer + a family's input encoding: the text side both families share.
 
-    A subclass sets `placeholders` (modality -> placeholder id), `inputs_name` (the model's argument) and
-    `encode_inputs`.
+    A subclass sets `placeholders` (modality -> placeholder id), `inputs_name` (the model's argument),
+    `load_file` and `encode_modality`.
     """
 
     placeholders: Mapping[str, int] = IMAGE_ONLY
@@ -83,12 +83,17 @@ class MultimodalProcessor:
         """The class of the family's inputs processor (imported when asked, to keep imports light)."""
         raise NotImplementedError
 
-    def encode_inputs(self, inputs: Mapping[str, list]) -> Any:
-        """Inputs per modality (each a non-empty list, in order of appearance) -> the model's argument."""
+    def encode_modality(self, modality: str, items: list) -> torch.Tensor:
+        """One modality's inputs (decoded, in order of appearance) -> their tensor, `(N, ...)`."""
         raise NotImplementedError
 
-    def load_file(self, modality: str, path: Any) -> Any:
-        """Read one input file of a modality of this family into what `encode_inputs` takes."""
+    def encode_inputs(self, inputs: Mapping[str, list]) -> torch.Tensor | dict[str, torch.Tensor]:
+        """Inputs per modality (each a non-empty list, in order of appearance) -> the model's argument."""
+        return model_argument({m: self.encode_modality(m, items) for m, items in inputs.items()}, self.placeholders)
+
+    def load_file(self, modality: str, path: Any, name: Any = None) -> Any:
+        """Read one input file of a modality of this family into what `encode_inputs` takes; errors call it
+        `name` (how a data record wrote it) if given."""
         raise NotImplementedError
 
     def load(self, modality: str, path: Any) -> Any:
@@ -213,6 +218,19 @@ class MultimodalProcessor:
         return text.strip()
 
 
+def model_argument(
+    by_modality: Mapping[str, torch.Tensor], placeholders: Mapping[str, int]
+) -> torch.Tensor | dict[str, torch.Tensor] | None:
+    """Encoded inputs per modality -> the model's argument: a family of one modality (mPLUG-Owl2's image) takes
+    its tensor (`pixel_values`), a family of several a dict by modality (`modality_inputs`); None without any."""
+    if not by_modality:
+        return None
+    if len(placeholders) == 1:
+        (modality,) = placeholders
+        return by_modality[modality]
+    return dict(by_modality)
+
+
 def _merge_inputs(inputs: Mapping[str, Sequence] | None, by_modality: Mapping[str, Sequence]) -> dict[str, list]:
     """`inputs` plus keyword inputs (`images=` -> "image"); a single PIL image stands for a list of one."""
     merged = dict(inputs or {})
@@ -245,11 +263,11 @@ class Owl2Processor(MultimodalProcessor):
     def inputs_processor_class(cls) -> type:
         return Owl2ImageProcessor
 
-    def encode_inputs(self, inputs: Mapping[str, list]) -> torch.Tensor:
-        return self.image_processor(inputs["image"])  # (N, 3, H, W)
+    def encode_modality(self, modality: str, items: list) -> torch.Tensor:
+        return self.image_processor(items)  # (N, 3, H, W)
 
-    def load_file(self, modality: str, path: str | Path) -> Image.Image:
-        return load_image(Path(path))
+    def load_file(self, modality: str, path: str | Path, name: str | None = None) -> Image.Image:
+        return load_image(Path(path), name)
 
 
 class OneLLMProcessor(MultimodalProcessor):
@@ -278,8 +296,8 @@ class OneLLMProcessor(MultimodalProcessor):
 
         return OneLLMMediaProcessor
 
-    def encode_inputs(self, inputs: Mapping[str, list]) -> dict[str, torch.Tensor]:
-        return {modality: self.media_processor(modality, items) for modality, items in inputs.items()}
+    def encode_modality(self, modality: str, items: list) -> torch.Tensor:
+        return self.media_processor(modality, items)  # shapes: `owl2.models.onellm`
 
-    def load_file(self, modality: str, path: Any) -> torch.Tensor:
-        return self.media_processor.load(modality, path)
+    def load_file(self, modality: str, path: Any, name: Any = None) -> torch.Tensor:
+        return self.media_processor.load(modality, path)  # its errors name the file by its path

@@ -15,7 +15,7 @@ image's tokens.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
@@ -49,9 +49,13 @@ class EncodedConversation:
         """Image placeholders in `input_ids`."""
         return sum(1 for i in self.input_ids if i == IMAGE_TOKEN_INDEX)
 
-    def expanded_length(self, num_image_tokens: int) -> int:
-        """Length the LLM sees once each placeholder becomes `num_image_tokens` tokens."""
-        return len(self.input_ids) + self.num_images * (num_image_tokens - 1)
+    def num_inputs(self, placeholder_ids: Collection[int] = (IMAGE_TOKEN_INDEX,)) -> int:
+        """Placeholders of any of `placeholder_ids` in `input_ids`."""
+        return sum(1 for i in self.input_ids if i in placeholder_ids)
+
+    def expanded_length(self, num_image_tokens: int, placeholder_ids: Collection[int] = (IMAGE_TOKEN_INDEX,)) -> int:
+        """Length the LLM sees once each placeholder (of `placeholder_ids`) becomes `num_image_tokens` tokens."""
+        return len(self.input_ids) + self.num_inputs(placeholder_ids) * (num_image_tokens - 1)
 
 
 def encode_text(text: str, tokenizer, placeholders: Mapping[str, int] = IMAGE_ONLY) -> list[int]:
@@ -162,16 +166,23 @@ class TruncationError(ValueError):
     """A sample that cannot be shortened to the length limit at a turn boundary."""
 
 
-def truncate(encoded: EncodedConversation, max_length: int, num_image_tokens: int) -> EncodedConversation:
-    """Shorten a conversation to `max_length` LLM tokens, counting each image as `num_image_tokens`.
+def truncate(
+    encoded: EncodedConversation,
+    max_length: int,
+    num_image_tokens: int,
+    placeholder_ids: Collection[int] = (IMAGE_TOKEN_INDEX,),
+) -> EncodedConversation:
+    """Shorten a conversation to `max_length` LLM tokens, counting each input as `num_image_tokens`.
 
     The cut is made only after a complete exchange (user turn + reply + EOS), so no placeholder is
-    cut and every kept placeholder keeps its image (the images are the first `num_images` ones).
+    cut and every kept placeholder keeps its input (each modality's inputs are its first ones).
 
     Args:
         encoded: The output of `encode_conversation`.
-        max_length: Limit in LLM tokens after image expansion.
-        num_image_tokens: Tokens one image becomes (`Owl2Config.num_image_tokens`).
+        max_length: Limit in LLM tokens after input expansion.
+        num_image_tokens: Tokens one input becomes (`Owl2Config.num_image_tokens`,
+            `OneLLMConfig.num_tokens_per_input`).
+        placeholder_ids: The family's placeholder ids (mPLUG-Owl2's image by default).
 
     Returns:
         `encoded` itself if it fits, else a shortened copy.
@@ -179,7 +190,7 @@ def truncate(encoded: EncodedConversation, max_length: int, num_image_tokens: in
     Raises:
         TruncationError: If not even the first exchange fits, with both lengths in the message.
     """
-    if encoded.expanded_length(num_image_tokens) <= max_length:
+    if encoded.expanded_length(num_image_tokens, placeholder_ids) <= max_length:
         return encoded
     for end in reversed(encoded.turn_ends):
         cut = EncodedConversation(
@@ -187,11 +198,13 @@ def truncate(encoded: EncodedConversation, max_length: int, num_image_tokens: in
             labels=encoded.labels[:end],
             turn_ends=[e for e in encoded.turn_ends if e <= end],
         )
-        if cut.expanded_length(num_image_tokens) <= max_length:
+        if cut.expanded_length(num_image_tokens, placeholder_ids) <= max_length:
             return cut
     first = encoded.turn_ends[0] if encoded.turn_ends else len(encoded.input_ids)
-    first_len = EncodedConversation(encoded.input_ids[:first], encoded.labels[:first]).expanded_length(num_image_tokens)
+    head = EncodedConversation(encoded.input_ids[:first], encoded.labels[:first])
+    first_len = head.expanded_length(num_image_tokens, placeholder_ids)
+    what = "image" if tuple(placeholder_ids) == (IMAGE_TOKEN_INDEX,) else "input"
     raise TruncationError(
-        f"the first exchange is {first_len} tokens after image expansion "
-        f"({num_image_tokens} per image), over max_length {max_length}"
+        f"the first exchange is {first_len} tokens after {what} expansion "
+        f"({num_image_tokens} per {what}), over max_length {max_length}"
     )

@@ -43,13 +43,20 @@ class DataConfig:
     path: str = ""
     """A LLaVA-style `.json`/`.jsonl` file; with `synthetic`, defaults to the synthetic split."""
     image_folder: str = ""
-    """Folder the records' image paths are relative to."""
+    """Folder the records' input paths (images, audio ...) are relative to."""
+    sources: list[dict[str, Any]] = field(default_factory=list)
+    """Instead of `path`, a mixture (OneLLM's data sets of every modality seen so far): a list of
+    `{path, repeat: 1, image_folder: data.image_folder}`. Every global batch is drawn from one source and one
+    modality group of it; a source contributes `repeat` shuffled passes an epoch (`owl2.data.mixture`)."""
+    order: str = "uniform"
+    """How a mixture's batches interleave: `uniform` (shuffled together: each step draws from all the data) or
+    `round_robin` (the release's: one batch per source in turn, cut to the shortest)."""
     tokenizer: str = ""
     """Tokenizer folder; empty: `init_from` (if it has one), else the synthetic tokenizer."""
-    template: str = "mplug_owl2"
-    """Chat template name (`owl2.processing.TEMPLATES`)."""
+    template: str = ""
+    """Chat template name (`owl2.processing.TEMPLATES`); empty: the family's (`mplug_owl2`, `onellm`)."""
     max_length: int = 2048
-    """Limit in LLM tokens, image tokens included (official `model_max_length`)."""
+    """Limit in LLM tokens, input tokens included (official `model_max_length`)."""
     on_error: str = "skip"
     """Bad-record policy: `skip` (count and go on) or `stop`."""
     image_aspect: str = "pad"
@@ -65,6 +72,42 @@ class DataConfig:
     """Synthetic split to train on: `stage1` (captions) or `stage2` (instructions, text-only mixed in)."""
     synthetic_records: int = 2000
     """Records per synthetic training split."""
+
+    def data_sources(self) -> list[DataSource]:
+        """`sources` as `DataSource`s (or `path` as the only one), each with its image folder.
+
+        Raises:
+            ConfigError: Naming the entry of `sources` that is malformed.
+        """
+        if not self.sources:
+            return [DataSource(self.path, self.image_folder, 1)]
+        entries = []
+        for k, entry in enumerate(self.sources):
+            key = f"data.sources[{k}]"
+            if not isinstance(entry, dict):
+                raise ConfigError(f"{key}: expected a mapping {{path, repeat, image_folder}}, got {entry!r}")
+            unknown = sorted(set(entry) - {"path", "repeat", "image_folder"})
+            if unknown:
+                raise ConfigError(f"{key}: unknown keys {unknown}; expected path, repeat, image_folder")
+            path, repeat = entry.get("path"), entry.get("repeat", 1)
+            folder = entry.get("image_folder", self.image_folder)
+            if not isinstance(path, str) or not path:
+                raise ConfigError(f"{key}.path: expected a data file, got {path!r}")
+            if isinstance(repeat, bool) or not isinstance(repeat, int) or repeat < 1:
+                raise ConfigError(f"{key}.repeat: expected a positive integer, got {repeat!r}")
+            if not isinstance(folder, str):
+                raise ConfigError(f"{key}.image_folder: expected a folder path, got {folder!r}")
+            entries.append(DataSource(path, folder, repeat))
+        return entries
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """One data file of a run, with its input folder and its passes per epoch."""
+
+    path: str
+    image_folder: str
+    repeat: int
 
 
 @dataclass
@@ -106,11 +149,19 @@ class TrainConfig:
     model_config: str = "configs/model/owl2-toy.json"
     """Model preset (JSON) used when `init_from` is empty; see `FILE_RELATIVE_KEYS` for relative paths."""
     stage: str = "pretrain"
-    """Stage policy name (`owl2.train.policy.STAGES`): `pretrain` or `instruct`."""
+    """Stage policy name (`owl2.train.policy`): mPLUG-Owl2's `pretrain`, `instruct`; OneLLM's `onellm_align`,
+    `onellm_instruct`, `onellm_instruct_release`."""
+    modalities: list[str] = field(default_factory=list)
+    """`onellm_align`: the modalities whose parts train in this stage (stage I `[image]`; stage II the new ones
+    and, to train them on, the earlier ones)."""
+    init_from_image: list[str] = field(default_factory=list)
+    """OneLLM: modalities whose projection parts start as copies of the image's ("Image Init",
+    `owl2.models.image_init`) when the run starts (not on resume)."""
     trainable: list[str] | None = None
     """Globs of trainable parameters; None: the stage's default. Everything else is frozen."""
     image_size: int = 0
-    """Input resolution; the ViT position table is resampled if it differs from the checkpoint's. 0: keep."""
+    """mPLUG-Owl2's input resolution; the ViT position table is resampled if it differs from the checkpoint's.
+    0: keep."""
     data: DataConfig = field(default_factory=DataConfig)
     """The data."""
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -153,11 +204,12 @@ class TrainConfig:
 
     def validate(self) -> "TrainConfig":
         """Check values, raising `ConfigError` naming the key."""
-        from owl2.train.policy import STAGES  # policy imports nothing from here; keeps the module graph flat
+        from owl2.data.mixture import ORDERS
+        from owl2.train.policy import STAGE_NAMES  # policy imports nothing from here; keeps the module graph flat
 
         checks = [
             (bool(self.output_dir), "output_dir", "a folder path"),
-            (self.stage in STAGES, "stage", f"one of {sorted(STAGES)}"),
+            (self.stage in STAGE_NAMES, "stage", f"one of {sorted(STAGE_NAMES)}"),
             (self.max_steps >= 0, "max_steps", "a non-negative integer"),
             (self.stop_at_step >= 0, "stop_at_step", "a non-negative integer"),
             (self.max_steps > 0 or self.num_epochs > 0, "num_epochs", "positive when max_steps is 0"),
@@ -173,13 +225,17 @@ class TrainConfig:
             (0 <= self.optim.min_lr_ratio <= 1, "optim.min_lr_ratio", "in [0, 1]"),
             (self.data.on_error in ON_ERROR, "data.on_error", f"one of {ON_ERROR}"),
             (self.data.synthetic_split in SYNTHETIC_SPLITS, "data.synthetic_split", f"one of {SYNTHETIC_SPLITS}"),
-            (bool(self.data.path) or self.data.synthetic, "data.path", "a data file (or data.synthetic: true)"),
+            (bool(self.data.path) or bool(self.data.sources) or self.data.synthetic, "data.path",
+             "a data file (or data.sources, or data.synthetic: true)"),
+            (not (self.data.path and self.data.sources), "data.sources", "empty when data.path is set (one or the other)"),
+            (self.data.order in ORDERS, "data.order", f"one of {ORDERS}"),
             (bool(self.init_from) or bool(self.model_config), "model_config", "a preset JSON when init_from is empty"),
             (isinstance(self.deepspeed, (str, dict)), "deepspeed", "a JSON path or a dict"),
         ]
         for ok, key, expected in checks:
             if not ok:
                 raise ConfigError(f"{key}: expected {expected}, got {_get(self, key)!r}")
+        self.data.data_sources()
         return self
 
     def global_batch(self, world_size: int) -> int:

@@ -26,16 +26,17 @@ import yaml
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from owl2 import Owl2Config, Owl2Model
 from owl2.constants import IGNORE_INDEX
-from owl2.data import Collator
+from owl2.data.dataset import Collator
+from owl2.families import config_model_type, family, model_type
+from owl2.models.multimodal import MultimodalPreTrainedModel
 from owl2.train import checkpoint as ckpt
 from owl2.train import engine as ds
 from owl2.train.config import ConfigError, TrainConfig, load_deepspeed_config
-from owl2.train.data import ResumableSampler, build_data
+from owl2.train.data import ResumableSampler, build_data, mixture_sources, tokens_per_input
 from owl2.train.metrics import SAMPLE_IDS_FILE, MetricsWriter, StepLog, plot_loss_curve
 from owl2.train.optim import param_groups
-from owl2.train.policy import apply_policy, trainable_patterns
+from owl2.train.policy import ONELLM_STAGES, STAGES, apply_policy, trainable_patterns
 from owl2.train.preemption import Preempted, StopSignals, signal_name
 from owl2.train.schedule import build_scheduler, warmup_steps_for
 
@@ -46,20 +47,62 @@ class NonFiniteLossError(RuntimeError):
     """The loss became NaN or inf; the run stops before the update so the last checkpoint stays good."""
 
 
-def build_model(config: TrainConfig) -> Owl2Model:
-    """`init_from` (or a fresh model from `model_config`), at `image_size`, in train mode."""
+def model_family(config: TrainConfig) -> str:
+    """The `model_type` the run trains ("owl2" or "onellm"): `init_from`'s, else `model_config`'s.
+
+    Raises:
+        ConfigError: If the folder or preset is unreadable or of another model type, or if the stage, the
+            `modalities` or `image_size` do not fit the family (naming the key).
+    """
+    try:
+        if config.init_from:
+            if not (Path(config.init_from) / "config.json").is_file():
+                raise ConfigError(f"init_from: {config.init_from} is not a model folder (no config.json)")
+            kind = model_type(config.init_from)
+        else:
+            kind = config_model_type(config.model_config)
+    except ValueError as e:
+        raise ConfigError(f"{'init_from' if config.init_from else 'model_config'}: {e}") from None
+    onellm = kind == "onellm"
+    if onellm != (config.stage in ONELLM_STAGES):
+        stages = sorted(ONELLM_STAGES if onellm else STAGES)
+        raise ConfigError(f"stage: {config.stage!r} is not a stage of a {kind} model; expected one of {stages}")
+    if not onellm and (config.modalities or config.init_from_image):
+        key = "modalities" if config.modalities else "init_from_image"
+        raise ConfigError(f"{key}: only OneLLM stages take modalities; an owl2 model has images only")
+    if onellm and config.image_size:
+        raise ConfigError("image_size: OneLLM's inputs are sized by its config (media_config.json); expected 0")
+    return kind
+
+
+def build_model(config: TrainConfig) -> MultimodalPreTrainedModel:
+    """`init_from` (or a fresh model from `model_config`), in train mode; mPLUG-Owl2's at `image_size`."""
+    model_class, _ = family(model_family(config))
     torch.manual_seed(config.seed)  # the same init on every rank
     if config.init_from:
-        if not (Path(config.init_from) / "config.json").is_file():
-            raise ConfigError(f"init_from: {config.init_from} is not an Owl2Model folder (no config.json)")
-        model = Owl2Model.from_pretrained(config.init_from, dtype=torch.float32)
+        model = model_class.from_pretrained(config.init_from, dtype=torch.float32)
     else:
-        model = Owl2Model(Owl2Config.from_json_file(config.model_config))
+        model = model_class(model_class.config_class.from_json_file(config.model_config))
     if config.image_size and config.image_size != model.config.vision_config.image_size:
         model.set_image_size(config.image_size)
     if config.activation_checkpointing:
         model.activation_checkpointing_enable({"use_reentrant": False})
     return model.train()
+
+
+def stage_patterns(config: TrainConfig, model) -> tuple[str, ...]:
+    """The trainable globs of the run: `trainable`, or the stage's (OneLLM's with the modalities it trains)."""
+    if config.stage not in ONELLM_STAGES:
+        return trainable_patterns(config.stage, config.trainable)
+    built = model.config.modalities
+    unknown = [m for m in (*config.modalities, *config.init_from_image) if m not in built]
+    if unknown:
+        raise ConfigError(f"modalities: {unknown} are not among the model's {list(built)}")
+    modalities = built if config.stage == "onellm_instruct_release" else config.modalities
+    try:
+        return trainable_patterns(config.stage, config.trainable, modalities)
+    except ValueError as e:
+        raise ConfigError(f"modalities: {e}") from None
 
 
 def run(config: TrainConfig) -> Path:
@@ -68,7 +111,7 @@ def run(config: TrainConfig) -> Path:
     Works in-process (one rank, gloo) or under the `deepspeed` launcher.
 
     Returns:
-        `output_dir/final`, loadable with `Owl2Model.from_pretrained` and `Owl2Processor.from_pretrained`.
+        `output_dir/final`, loadable with the family's `from_pretrained` (`owl2.eval.generation.load_pretrained`).
 
     Raises:
         NonFiniteLossError: If the loss turns NaN or inf (the message names the step).
@@ -95,9 +138,14 @@ def _run(config: TrainConfig, stop: StopSignals) -> Path:
         config = dataclasses.replace(config, global_batch_size=config.global_batch_size or saved.global_batch_size)
 
     model = build_model(config)
-    apply_policy(model, trainable_patterns(config.stage, config.trainable))
-    dataset, processor = build_data(config, model.config.vision_config.image_size, model.config.num_image_tokens)
-    sampler = ResumableSampler(dataset.lengths, config, world, rank)
+    if config.init_from_image and resume_from is None:
+        from owl2.models.image_init import init_from_image  # OneLLM's
+
+        init_from_image(model, config.init_from_image)  # on resume the checkpoint holds the result
+    apply_policy(model, stage_patterns(config, model))
+    dataset, processor = build_data(config, model)
+    mixture = mixture_sources(dataset, config) if config.data.sources else None
+    sampler = ResumableSampler(dataset.lengths, config, world, rank, dataset.groups, mixture)
     total = config.max_steps or math.ceil(config.num_epochs * sampler.batches_per_epoch())
     warmup = warmup_steps_for(total, config.optim.warmup_steps, config.optim.warmup_ratio)
 
@@ -120,7 +168,8 @@ def _run(config: TrainConfig, stop: StopSignals) -> Path:
     writer = MetricsWriter(out, state.step, config.tensorboard) if rank == 0 else None
     progress = tqdm(total=total, initial=state.step, disable=rank != 0, desc=f"{config.stage}", dynamic_ncols=True)
     try:
-        _train(engine, config, dataset, processor.pad_token_id, sampler, state, total, writer, progress, clip, stop)
+        _train(engine, config, dataset, Collator.for_processor(processor), sampler, state, total, writer, progress, clip,
+               stop)
     finally:
         progress.close()  # ends the bar's line before any message
         if writer is not None:
@@ -131,7 +180,7 @@ def _run(config: TrainConfig, stop: StopSignals) -> Path:
     return final
 
 
-def _global_batches(dataset, config: TrainConfig, pad_token_id: int, sampler: ResumableSampler,
+def _global_batches(dataset, config: TrainConfig, collator: Collator, sampler: ResumableSampler,
                     state: ckpt.TrainerState) -> Iterator[list[tuple[dict, bool, list[int]]]]:
     """Endless global batches from the saved data position, advancing `state` across epochs: for each, this
     rank's `sampler.accumulation` micro-batches as `(batch, empty, ids)`.
@@ -142,7 +191,7 @@ def _global_batches(dataset, config: TrainConfig, pad_token_id: int, sampler: Re
     last, micro = None, []
     while True:
         plan = sampler.micro_batches(state.epoch, state.samples_in_epoch // sampler.global_batch_size)
-        loader = DataLoader(dataset, batch_sampler=plan, collate_fn=Collator(pad_token_id),
+        loader = DataLoader(dataset, batch_sampler=plan, collate_fn=collator,
                             num_workers=config.data.num_workers)
         for ids, batch in zip(plan, loader):  # the loader keeps the plan's order, workers or not
             if batch is None and last is None:
@@ -156,6 +205,16 @@ def _global_batches(dataset, config: TrainConfig, pad_token_id: int, sampler: Re
         state.epoch, state.samples_in_epoch = state.epoch + 1, 0
 
 
+def to_device(batch: dict, device: torch.device) -> dict:
+    """A collated batch on `device`: tensors moved, dicts of tensors (OneLLM's `modality_inputs`) too, None kept."""
+    def move(value):
+        if isinstance(value, dict):
+            return {k: v.to(device) for k, v in value.items()}
+        return value.to(device) if value is not None else None
+
+    return {key: move(value) for key, value in batch.items()}
+
+
 def _log_sample_ids(log: StepLog | None, step: int, epoch: int, micro: list[tuple[dict, bool, list[int]]]) -> None:
     """Gather every rank's sample ids of the step just taken into rank 0's `log` (collective)."""
     mine = [i for _, _, ids in micro for i in ids]
@@ -165,7 +224,7 @@ def _log_sample_ids(log: StepLog | None, step: int, epoch: int, micro: list[tupl
         log.log({"step": step, "epoch": epoch, "ranks": ranks})
 
 
-def _train(engine, config: TrainConfig, dataset, pad_token_id: int, sampler: ResumableSampler, state: ckpt.TrainerState,
+def _train(engine, config: TrainConfig, dataset, collator: Collator, sampler: ResumableSampler, state: ckpt.TrainerState,
            total: int, writer: MetricsWriter | None, progress: tqdm, clip: float, stop: StopSignals) -> None:
     """Run optimizer steps until `total` (or `stop_at_step`), logging and checkpointing on the way.
 
@@ -182,10 +241,11 @@ def _train(engine, config: TrainConfig, dataset, pad_token_id: int, sampler: Res
     ids_log = StepLog(out / SAMPLE_IDS_FILE, state.step) if config.log_sample_ids and rank == 0 else None
     window = torch.zeros(4, dtype=torch.float64)  # loss sum, steps, samples, tokens (all ranks)
     started, saved_at = time.perf_counter(), state.step
-    num_image_tokens = engine.module.config.num_image_tokens
+    per_input = tokens_per_input(engine.module)
+    placeholder_ids = torch.tensor(list(collator.placeholders.values()))
     trainable = [p for p in engine.module.parameters() if p.requires_grad]
     grad_norm = None
-    stream = _global_batches(dataset, config, pad_token_id, sampler, state)
+    stream = _global_batches(dataset, config, collator, sampler, state)
     while state.step < last:
         micro = next(stream)
         epoch = state.epoch
@@ -199,14 +259,13 @@ def _train(engine, config: TrainConfig, dataset, pad_token_id: int, sampler: Res
         stats = torch.zeros(4, dtype=torch.float64)  # loss, non-finite micro-batches, tokens, stop requests
         lr = max(engine.get_lr())
         for batch, empty, _ in micro:
-            batch = {k: v.to(engine.device) if v is not None else None for k, v in batch.items()}
-            loss = engine(**batch, num_items_in_batch=num_items).loss
+            inputs = int(torch.isin(batch["input_ids"], placeholder_ids).sum())
+            loss = engine(**to_device(batch, engine.device), num_items_in_batch=num_items).loss
             if empty:
                 loss = loss * 0.0
-            images = 0 if batch["pixel_values"] is None else batch["pixel_values"].shape[0]
             finite = bool(torch.isfinite(loss.detach()))
             step_stats = torch.tensor([loss.item() / (world * accum) if finite else 0.0, float(not finite),
-                                       int(batch["attention_mask"].sum()) + images * (num_image_tokens - 1),
+                                       int(batch["attention_mask"].sum()) + inputs * (per_input - 1),
                                        float(stop.requested)], dtype=torch.float64)
             dist.all_reduce(step_stats)  # the same sums on every rank: they agree on NaN and on stopping
             if step_stats[1] > 0:  # checked before the update, on every rank alike

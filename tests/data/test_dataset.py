@@ -7,7 +7,7 @@ import torch
 
 from owl2.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 from owl2.data import Collator, LengthGroupedSampler, RecordError, SupervisedDataset
-from owl2.processing import Owl2ImageProcessor
+from owl2.processing import Owl2ImageProcessor, Owl2Processor
 
 from .conftest import chat, save_image, write_jsonl
 
@@ -15,7 +15,8 @@ IMAGE_TOKENS = 9  # the toy preset: 8 queries + the end-of-image embedding
 
 
 def dataset(path, tokenizer, folder, **kwargs) -> SupervisedDataset:
-    return SupervisedDataset(path, tokenizer, Owl2ImageProcessor(size=56), image_folder=folder, num_image_tokens=IMAGE_TOKENS, **kwargs)
+    processor = Owl2Processor(tokenizer, Owl2ImageProcessor(size=56))
+    return SupervisedDataset(path, processor, image_folder=folder, tokens_per_input=IMAGE_TOKENS, **kwargs)
 
 
 @pytest.fixture()
@@ -40,7 +41,7 @@ def mixed(tmp_path):
 def test_samples_have_ids_labels_and_images(mixed, tokenizer):
     _, clean, folder = mixed
     ds = dataset(clean, tokenizer, folder)
-    counts = [ds[i]["pixel_values"].shape[0] for i in range(len(ds))]
+    counts = [len(ds[i]["inputs"].get("image", ())) for i in range(len(ds))]
     assert counts == [1, 0, 2, 1]
     for i in range(len(ds)):
         sample = ds[i]
@@ -68,7 +69,7 @@ def test_skip_policy_counts_and_shifts_nothing(mixed, tokenizer):
 def test_stop_policy_raises_with_the_reason(mixed, tokenizer):
     with_bad, _, folder = mixed
     ds = dataset(with_bad, tokenizer, folder, on_error="stop")
-    assert ds[1]["pixel_values"].shape[0] == 0
+    assert ds[1]["inputs"] == {}
     with pytest.raises(RecordError, match=r"with_bad.jsonl: line 3: image 'missing.png' not found"):
         ds[2]
 
@@ -92,7 +93,7 @@ def test_collator_right_pads_and_keeps_image_order(mixed, tokenizer):
         assert torch.equal(batch["input_ids"][row, :n], sample["input_ids"])
         assert batch["input_ids"][row, n:].eq(0).all() and batch["labels"][row, n:].eq(IGNORE_INDEX).all()
         assert batch["attention_mask"][row].tolist() == [1] * n + [0] * (width - n)
-    expected = torch.cat([s["pixel_values"] for s in samples])  # a.png, b.png, c.png, d.png
+    expected = torch.cat([s["inputs"]["image"] for s in samples if s["inputs"]])  # a.png, b.png, c.png, d.png
     assert batch["pixel_values"].shape == (4, 3, 56, 56) and torch.equal(batch["pixel_values"], expected)
     assert Collator(pad_token_id=0)([samples[1]])["pixel_values"] is None
 

@@ -24,6 +24,7 @@ from owl2.data.synthetic_onellm import (
 from owl2.eval.answers import iter_jsonl, read_reference_records
 from owl2.eval.inputs import read_questions
 from owl2.processing.media.config import MediaConfig
+from owl2.processing.templates import PLACEHOLDERS
 from tests.models.onellm.conftest import TOY_PRESET
 
 MODALITIES = tuple(GENERATORS)
@@ -75,7 +76,7 @@ def test_same_seed_same_bytes(tmp_path, toy_media):
     assert len(a) > 7 * 6 and a == b
     differing = {name for name in a if a[name] != c.get(name)}
     assert {name.split("/")[0] for name in differing} >= set(MODALITIES)  # every modality's files change with the seed
-    kinds = ("align", "instruct", "heldout", "references", "files")
+    kinds = ("align", "instruct", "heldout", "references", "captions", "caption_references", "files")
     assert set(first) == {f"{m}_{k}" for m in MODALITIES for k in kinds} | {"image_folder", "tokenizer"}
 
 
@@ -335,3 +336,14 @@ def test_fmri_answers(toy_set, toy_media):
         else:
             color, kind = re.match(r"is there a (\w+) (\w+)", text).groups()
             assert ("yes" if {"color": color, "kind": kind} in scene.values() else "no") == answer, path
+
+
+def test_heldout_inputs_are_also_asked_for_their_caption(toy_set):
+    for modality in MODALITIES:
+        questions = [r for _, r in iter_jsonl(toy_set[f"{modality}_heldout"])]
+        captions = [r for _, r in iter_jsonl(toy_set[f"{modality}_captions"])]
+        references = [r for _, r in iter_jsonl(toy_set[f"{modality}_caption_references"])]
+        assert [c[modality] for c in captions] == [q[modality] for q in questions]  # the same held-out inputs
+        assert all(c["question"] == PLACEHOLDERS[modality] for c in captions)  # the alignment prompt
+        assert [r["id"] for r in references] == [c["id"] for c in captions]
+        assert all(r["question_type"] == "caption" and r["modality"] == modality and r["answer"] for r in references)

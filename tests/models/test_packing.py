@@ -20,7 +20,7 @@ def _samples(config):
         n = row.count(IMG)
         labels = ids.masked_fill(ids == IMG, IGNORE_INDEX)
         labels[:2] = IGNORE_INDEX  # a prompt part, as the templates produce
-        out.append({"input_ids": ids, "labels": labels, "pixel_values": images[used : used + n]})
+        out.append({"input_ids": ids, "labels": labels, "inputs": {"image": images[used : used + n]} if n else {}})
         used += n
     return out
 
@@ -57,7 +57,7 @@ def test_packed_loss_and_logits_equal_the_padded_batch(attn_implementation):
 
 def test_packing_a_text_only_batch():
     model = toy_model()
-    samples = [s for s in _samples(model.config) if len(s["pixel_values"]) == 0]
+    samples = [s for s in _samples(model.config) if not s["inputs"]]
     packed = PackingCollator(0, max_tokens=64, num_image_tokens=model.config.num_image_tokens)(samples)
     assert packed["pixel_values"] is None
     with torch.no_grad():
