@@ -4,6 +4,7 @@ No official counterpart: it stands in for OneLLM's per-modality caption and inst
 `data/pretrain_dataset.py`, `data/fintune_dataset.py`) so that the toy model trains and is scored on a CPU.
 Per modality (one module each in `owl2.data.synthetic_media`):
 
+    image   the image set's scenes, captions and questions (PNG)
     audio   one to three beeps, low or high, rising or falling chirps (16 kHz mono WAV)
     video   a coloured shape moving left, right, up or down, with a fading trail (64 x 64 mp4)
     point   a sphere, cube or cone surface in one colour (`.npy` (N, 6), N >= 1024)
@@ -34,6 +35,7 @@ from owl2.processing.media.config import MediaConfig
 from owl2.processing.templates import PLACEHOLDERS
 
 GENERATORS: dict[str, tuple[Callable[..., Item], tuple[str, ...]]] = {
+    "image": (rgbx.make_image, rgbx.IMAGE_QUESTION_TYPES),
     "video": (video.make, video.QUESTION_TYPES),
     "audio": (audio.make, audio.QUESTION_TYPES),
     "point": (point.make, point.QUESTION_TYPES),
@@ -46,7 +48,8 @@ GENERATORS: dict[str, tuple[Callable[..., Item], tuple[str, ...]]] = {
 SPLITS = ("align", "instruct", "heldout")
 """Splits, each drawn from its own random stream."""
 ONELLM_WORDS = (
-    "beep beeps tone high low rising falling moving up down sphere cube cone still walking turning near far facing"
+    "beep beeps tone high low rising falling moving up down sphere cube cone still walking turning near far facing "
+    "human ###"
 ).split()
 """Words these modalities add to `synthetic_vocabulary()`, in order."""
 TURNS_PER_RECORD = 2

@@ -81,7 +81,8 @@ def train_stage(config_path: Path, overrides: list[str]) -> tuple[Path, list[dic
     return final, read_metrics(config.output_dir)
 
 
-def answer_file(model, processor, questions_path: Path, image_folder: Path, output: Path, batch_size: int) -> dict:
+def answer_file(model, processor, questions_path: Path, image_folder: Path, output: Path, batch_size: int,
+                max_new_tokens: int = 8) -> dict:
     """Answer every question of a JSONL greedily; writes `output` and returns answers by id."""
     from owl2.eval.generation import answer_batch
     from owl2.eval.inputs import read_questions
@@ -92,7 +93,7 @@ def answer_file(model, processor, questions_path: Path, image_folder: Path, outp
     with open(output, "w", encoding="utf-8") as f:
         for start in range(0, len(questions), batch_size):
             batch = questions[start : start + batch_size]
-            for question, answer in zip(batch, answer_batch(model, processor, batch, max_new_tokens=8)):
+            for question, answer in zip(batch, answer_batch(model, processor, batch, max_new_tokens=max_new_tokens)):
                 answers[question.id] = answer
                 text = PLACEHOLDER_PATTERN.sub("", question.text).strip()
                 f.write(json.dumps({"id": question.id, "question": text, "answer": answer, **question.extra}) + "\n")

@@ -27,3 +27,32 @@ def test_quick_demo_trains_answers_and_reports(tmp_path, capsys):
 
     assert main(["demo", "--quick", "--out", str(out)]) == 2  # never resumes someone else's run
     assert "already holds a training run" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_quick_onellm_demo_runs_every_stage_and_reports_each(tmp_path, capsys):
+    out = tmp_path / "onellm"
+    assert main(["demo", "--recipe", "onellm", "--quick", "--out", str(out), "--seed", "1"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    modalities = ["image", "video", "audio", "point", "imu"]
+    assert [s["name"] for s in report["stages"]] == ["stage1-image", "stage2-video-audio-point", "stage3-imu",
+                                                     "stage4-instruct"]  # fmt: skip
+    assert [s["modalities"] for s in report["stages"]] == [modalities[:1], modalities[:4], modalities, modalities]
+    for stage in report["stages"]:
+        assert list(stage["accuracy_by_modality"]) == stage["modalities"]
+        assert all(0.0 <= v <= 1.0 for v in stage["accuracy_by_modality"].values())
+        assert stage["loss_last"] < stage["loss_first"], stage["name"]  # every stage learns
+    assert list(report["accuracy_by_modality"]) == modalities and 0.0 <= report["text_only_accuracy"] <= 1.0
+    assert set(report["forgetting"]) == set(modalities) and report["sampler"] == "uniform"
+    assert report["wall_time_s"] > 0
+    for name in ["loss_curve.png", *(f"sheet_{m}.png" for m in modalities), "stage4-instruct/final/media_config.json"]:
+        assert (out / name).is_file(), name
+    table = capsys.readouterr().out
+    assert "stage3-imu" in table and "caption CIDEr" in table
+
+
+def test_onellm_recipe_refuses_the_owl2_step_options(tmp_path, capsys):
+    assert main(["demo", "--recipe", "onellm", "--stage1-steps", "3", "--out", str(tmp_path)]) == 2
+    assert "settings of --recipe owl2" in capsys.readouterr().err
+    assert main(["demo", "--sampler", "sequential", "--out", str(tmp_path)]) == 2
+    assert "--sampler is a setting of --recipe onellm" in capsys.readouterr().err

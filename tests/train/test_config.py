@@ -14,7 +14,7 @@ from owl2.train.engine import resolve_config
 from owl2.train.schedule import warmup_cosine
 from tests.conftest import REPO
 
-CONFIGS = sorted(p for p in (REPO / "configs" / "train").glob("*.yaml") if p.name.startswith(("smoke-", "stage")))
+CONFIGS = sorted(p for p in (REPO / "configs" / "train").glob("*.yaml") if p.name.startswith(("smoke-", "stage", "onellm-7b-")))
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)

@@ -1,4 +1,5 @@
-"""Synthetic rgbd and rgbn: the image set's scenes (`synthetic.draw_scene`) with a depth or a normal map; PNG.
+"""Synthetic images, rgbd and rgbn: the image set's scenes (`synthetic.draw_scene`), alone or with a depth or a
+normal map; PNG. The image alone is the image set's (its captions and question types), in this set's layout.
 
 Depth maps are 8-bit grey in the convention of the release's DPT maps, nearer brighter: the background is
 farthest (20-40), a near shape 190-240, a far one 80-120. Normal maps are RGB `(n + 1) / 2 * 255` with x to
@@ -15,10 +16,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from owl2.data.synthetic import COLORS, NUMBERS, SHAPES, Shape, ask, draw_scene
+from owl2.data.synthetic import COLORS, NUMBERS, QUESTION_TYPES, SHAPES, Shape, ask, caption, draw_scene
 from owl2.data.synthetic_media.common import Item
 from owl2.processing.media.config import MediaConfig
 
+IMAGE_QUESTION_TYPES = QUESTION_TYPES
+"""What can be asked of an image: the image set's question types."""
 IMAGE_TYPES = ("color", "shape", "position")
 """The image set's question types also asked here."""
 RGBD_TYPES = ("depth", *IMAGE_TYPES)
@@ -51,6 +54,14 @@ def _items(
     questions |= {qtype: ask(rng, shapes, qtype) for qtype in IMAGE_TYPES}
     text = f"{NUMBERS[len(shapes)]} {noun} : " + " , ".join(parts) + " ."
     return Item(value=value, caption=text, questions=questions)
+
+
+def make_image(rng: random.Random, config: MediaConfig, folder: Path, stem: str) -> Item:
+    """Write `folder/stem.png` and describe it as the image set does."""
+    image, shapes = draw_scene(rng, config.image_size)
+    image.save(folder / f"{stem}.png", format="PNG")
+    questions = {qtype: ask(rng, shapes, qtype) for qtype in IMAGE_QUESTION_TYPES}
+    return Item(value=f"{folder.name}/{stem}.png", caption=caption(shapes), questions=questions)
 
 
 def make_rgbd(rng: random.Random, config: MediaConfig, folder: Path, stem: str) -> Item:
