@@ -33,7 +33,7 @@ STAGE_CONFIGS = {
     "align": CONFIGS / "onellm-demo-align.yaml",
     "instruct": CONFIGS / "onellm-demo-instruct.yaml",
 }
-MODEL_CONFIG = REPO / "configs" / "model" / "onellm-demo.json"
+MODEL_CONFIG = REPO / "configs" / "model" / "onellm-toy.json"
 SAMPLERS = ("uniform", "sequential")
 """How stages II and III draw their data: from every modality aligned so far, or from the new ones only."""
 ALIGN_TEMPLATE = "plain"

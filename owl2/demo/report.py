@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PIL import Image
 
 
 def _pyplot():
@@ -56,24 +55,9 @@ def picture_sheet(items: list[dict], path: Path, columns: int = 4) -> Path:
         path: The PNG to write.
         columns: Images per row.
     """
-    plt = _pyplot()
-    rows = max(1, -(-len(items) // columns))
-    fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 3.6 * rows), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, item in zip(axes.flat, items):
-        with Image.open(item["image"]) as image:
-            ax.imshow(image.convert("RGB"))
-        mark = "right" if item["correct"] else "WRONG"
-        ax.set_title(
-            f"{item['question']}\nexpected: {item['answer']}\nmodel: {item['reply'] or '(nothing)'}  [{mark}]",
-            fontsize=8,
-            color="darkgreen" if item["correct"] else "firebrick",
-        )
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    from owl2.demo.media_sheet import media_sheet  # the sheet of any modality; it imports `_pyplot` from here
+
+    return media_sheet("image", [{**item, "input": item["image"]} for item in items], path, columns)
 
 
 def summary_table(report: dict) -> str:
