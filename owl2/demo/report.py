@@ -1,13 +1,12 @@
 """What `owl2 demo` leaves behind besides `report.json`: the loss curve of both stages, a picture
 sheet of held-out answers, and the table printed at the end. No official counterpart.
 
-The only demo module that imports matplotlib (Agg backend, nothing opens a window).
+The one place matplotlib is imported (`_pyplot`: the Agg backend, nothing opens a window).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-
 
 
 def _pyplot():
