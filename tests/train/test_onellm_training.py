@@ -11,6 +11,7 @@ import torch
 
 from owl2.config import OneLLMConfig
 from owl2.data.dataset import Collator, ConcatDataset, SupervisedDataset
+from owl2.data.records import RecordError
 from owl2.data.synthetic_onellm import write_synthetic_onellm_dataset
 from owl2.models.onellm import OneLLMModel
 from owl2.processing.media import OneLLMMediaProcessor
@@ -170,3 +171,19 @@ def test_bad_sources_are_named(tmp_path, sources, message):
         load_train_config(None, [f"output_dir={tmp_path}", f"data.sources={sources}"])
     with pytest.raises(ConfigError, match="data.sources: expected empty when data.path is set"):
         load_train_config(None, [f"output_dir={tmp_path}", "data.path=a.jsonl", "data.sources=[{path: b.jsonl}]"])
+
+
+def test_bad_media_records_are_skipped_and_counted_or_stop(data, tmp_path):
+    proc = processor(data)
+    good = json.loads(data["audio_align"].read_text().splitlines()[0])
+    bad = [dict(good, audio="audio/missing.wav"), dict(good, audio="../outside.wav"), dict(good, caption=None)]
+    path = tmp_path / "bad.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in [good, *bad]))
+    skip = SupervisedDataset(path, proc, data["image_folder"], tokens_per_input=7)
+    assert skip[0] is not None and [skip[i] for i in (1, 2, 3)] == [None, None, None]
+    assert skip.num_skipped == 3 and set(skip.skipped) == {1, 2, 3}
+    assert "line 2:" in skip.skipped[1] and "missing.wav" in skip.skipped[1]
+    assert "line 3:" in skip.skipped[2] and "'..'" in skip.skipped[2]
+    stop = SupervisedDataset(path, proc, data["image_folder"], tokens_per_input=7, on_error="stop")
+    with pytest.raises(RecordError, match=r"bad.jsonl: line 2: .*missing.wav"):
+        stop[1]
