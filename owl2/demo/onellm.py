@@ -69,6 +69,8 @@ class OneLLMDemoSettings:
     """Held-out examples on each modality's picture sheet."""
     sampler: str = "uniform"
     """`uniform` (the paper's) or `sequential` (each stage on its new modalities only)."""
+    model_config: Path = MODEL_CONFIG
+    """The OneLLM preset stage I builds (and whose sizes the data is written at)."""
 
     @classmethod
     def quick(cls) -> "OneLLMDemoSettings":
@@ -101,7 +103,7 @@ def write_data(data_dir: Path, seed: int, settings: OneLLMDemoSettings) -> dict[
     from owl2.data.synthetic_onellm import write_synthetic_onellm_dataset
     from owl2.processing.media import OneLLMMediaProcessor
 
-    media = OneLLMMediaProcessor.from_model_config(OneLLMConfig.from_json_file(MODEL_CONFIG)).config
+    media = OneLLMMediaProcessor.from_model_config(OneLLMConfig.from_json_file(settings.model_config)).config
     paths = write_synthetic_onellm_dataset(data_dir, seed=seed, media_config=media, num_per_modality=settings.records,
                                            num_heldout=settings.heldout, modalities=settings.modalities)  # fmt: skip
     captions = [r["caption"] for m in settings.modalities for r in _records(paths[f"{m}_align"])]
@@ -220,7 +222,8 @@ def run_onellm_demo(out: str | Path, seed: int = 0, settings: OneLLMDemoSettings
     common = [f"seed={seed}", f"data.image_folder={paths['image_folder']}", f"data.tokenizer={paths['tokenizer']}"]
     if settings.micro_batch_size is not None:
         common.append(f"micro_batch_size={settings.micro_batch_size}")
-    plan = [(names[0], "image", ("image",), [paths["image_align"], paths["text_corpus"]], [1, 1], [])]
+    plan = [(names[0], "image", ("image",), [paths["image_align"], paths["text_corpus"]], [1, 1],
+             [f"model_config={settings.model_config}"])]
     seen = ["image"]
     for name, group in zip(names[1:-1], settings.progressive):
         earlier = [paths[f"{m}_align"] for m in seen] if settings.sampler == "uniform" else []

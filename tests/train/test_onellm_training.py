@@ -4,10 +4,16 @@ policies with Image Init, and bit-identical resume (paper section 3.3)."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from owl2.config import OneLLMConfig
 from owl2.data.dataset import Collator, ConcatDataset, SupervisedDataset
@@ -24,6 +30,7 @@ from owl2.train.metrics import read_metrics
 from tests.conftest import REPO
 
 PRESET = REPO / "configs/model/onellm-toy.json"
+DEEPSPEED = Path(sys.executable).with_name("deepspeed")
 MODALITIES = ("image", "audio", "point")
 
 
@@ -187,3 +194,27 @@ def test_bad_media_records_are_skipped_and_counted_or_stop(data, tmp_path):
     stop = SupervisedDataset(path, proc, data["image_folder"], tokens_per_input=7, on_error="stop")
     with pytest.raises(RecordError, match=r"bad.jsonl: line 2: .*missing.wav"):
         stop[1]
+
+
+@pytest.mark.skipif(shutil.which(str(DEEPSPEED)) is None, reason="deepspeed launcher not installed")
+def test_two_processes_under_the_deepspeed_launcher_match_one(data, tmp_path):
+    """OneLLM through `tools/train.py` under `deepspeed --num_gpus 2` with ZeRO-3 (every rank runs the same
+    encoders: the batches are modality-pure): the mixture's batches dealt to two ranks give what one process gives
+    for the same global batch, within rounding. (ZeRO-2 passes the same test; one is enough for the suite.)"""
+    single = run(config(tmp_path / "one", data, "init_from_image=[audio]"))
+    cfg = config(tmp_path / "two", data, "init_from_image=[audio]", f"deepspeed={REPO / 'configs/deepspeed/zero3.json'}")
+    path = tmp_path / "two.yaml"
+    path.write_text(yaml.safe_dump(cfg.to_dict()))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    cmd = [str(DEEPSPEED), "--num_gpus", "2", "--master_port", str(port), "tools/train.py", "--config", str(path)]
+    done = subprocess.run(cmd, cwd=REPO, env=env | {"DS_ACCELERATOR": "cpu"}, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    a = OneLLMModel.from_pretrained(single).state_dict()
+    b = OneLLMModel.from_pretrained(tmp_path / "two" / "final").state_dict()
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-5, msg=name)
+    one, two = read_metrics(tmp_path / "one"), read_metrics(tmp_path / "two")
+    assert [r["loss"] for r in two] == pytest.approx([r["loss"] for r in one], rel=1e-4)
