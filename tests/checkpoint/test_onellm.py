@@ -350,7 +350,7 @@ def test_sizes_the_weights_contradict_are_named(release, tmp_path):
     folder, _ = release
     source = _copy(folder, tmp_path / "vocab")
     (source / "tokenizer.model").write_bytes(sentencepiece_model(80))
-    with pytest.raises(CheckpointError, match=r"tokenizer\.model holds 80 tokens, but .* embeds 96"):
+    with pytest.raises(CheckpointError, match=r"tokenizer\.model holds 80 tokens, but .* embeds 128"):
         _convert(source, tmp_path / "owl2")
     with pytest.raises(CheckpointError, match=r"positional_embedding\.audio has 41 rows, but .* gives 1326 \+ 1"):
         _convert(folder, tmp_path / "owl2", tokenizer_config=None)  # the release's audio spectrogram and stride

@@ -51,7 +51,7 @@ class ToyDims:
     llm_layers: int = 2
     llm_heads: int = 4  # no GQA: the release's LLaMA-2-7B has none
     llm_mlp: int = 128
-    vocab_size: int = 96
+    vocab_size: int = 128
     llm_init: float = 0.08  # initializer_range, about 1/sqrt(width) as in the owl2 toy
     rms_eps: float = 1e-5
     layer_norm_eps: float = 1e-5
