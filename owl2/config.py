@@ -141,6 +141,11 @@ class Owl2Config(PreTrainedConfig):
         """LLM tokens one image becomes: the abstractor's queries plus the end-of-image embedding."""
         return self.abstractor_config.num_queries + 1
 
+    @property
+    def num_tokens_per_input(self) -> int:
+        """LLM tokens one input becomes, by the name both families share (an input here is an image)."""
+        return self.num_image_tokens
+
     def get_text_config(self, *args, **kwargs) -> LlamaConfig:
         return self.text_config
 

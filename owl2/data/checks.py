@@ -56,6 +56,8 @@ class Sample:
     """The paths as the record wrote them (for messages)."""
     inputs: dict[str, list[InputPath]] = field(default_factory=dict)
     """Every modality's inputs (images included), resolved, in order of their placeholders."""
+    input_names: dict[str, list[InputName]] = field(default_factory=dict)
+    """The same inputs as the record wrote them (for messages)."""
 
 
 def record_messages(record: dict) -> list[dict[str, str]]:
@@ -243,6 +245,7 @@ def validate_record(
         images=paths.get("image", []),
         image_names=names.get("image", []),
         inputs=paths,
+        input_names=names,
     )
 
 

@@ -22,7 +22,7 @@ import torch
 from torch.utils.data import Dataset
 
 from owl2.constants import IGNORE_INDEX
-from owl2.data.checks import record_input_names, record_inputs, record_messages, validate_record
+from owl2.data.checks import record_inputs, record_messages, validate_record
 from owl2.data.records import RecordError, RecordFile
 from owl2.processing.processor import MultimodalProcessor, model_argument, pad_batch
 from owl2.processing.templates import PLACEHOLDERS
@@ -131,7 +131,7 @@ class SupervisedDataset(Dataset):
             for modality, paths in sample.inputs.items():
                 kept = encoded.input_ids.count(ids[modality])  # a modality's first inputs survive truncation
                 if kept:
-                    names = record_input_names(self.records[index], modality)
+                    names = sample.input_names[modality]
                     loaded = [processor.load_file(modality, path, name) for path, name in zip(paths[:kept], names)]
                     inputs[modality] = processor.encode_modality(modality, loaded)
         except ValueError as e:

@@ -25,6 +25,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
+
 from owl2.demo.run import REPO, answer_file, train_stage
 
 CONFIGS = REPO / "configs" / "train"
@@ -36,8 +38,6 @@ STAGE_CONFIGS = {
 MODEL_CONFIG = REPO / "configs" / "model" / "onellm-toy.json"
 SAMPLERS = ("uniform", "sequential")
 """How stages II and III draw their data: from every modality aligned so far, or from the new ones only."""
-ALIGN_TEMPLATE = "plain"
-"""The alignment stages' text layout (their configs' `data.template`): the release's pretraining layout."""
 TEXT_PROMPT = "describe ."
 """The user turn of the plain-text captions of stage I."""
 
@@ -136,7 +136,7 @@ def _sources(files: list[Path], repeats: list[int] | None = None) -> str:
 def evaluate(model_dir: Path, paths: dict[str, Path], modalities: tuple[str, ...], out: Path, batch_size: int,
              template: str | None = None) -> dict:
     """Answer the held-out questions and caption the held-out inputs of `modalities`, and the text-only questions,
-    prompted with `template` (the stage's; None: OneLLM's chat template).
+    prompted with `template` (the stage's `data.template`: `plain` in alignment; None: OneLLM's chat template).
 
     Returns:
         `accuracy_by_modality`, `caption_accuracy_by_modality` (exact match), `caption_cider_by_modality`,
@@ -246,7 +246,7 @@ def run_onellm_demo(out: str | Path, seed: int = 0, settings: OneLLMDemoSettings
         train_s = time.perf_counter() - t
         aligned += added
         t = time.perf_counter()
-        template = None if kind == "instruct" else ALIGN_TEMPLATE
+        template = yaml.safe_load((out / name / "config.yaml").read_text())["data"]["template"] or None  # the run's
         result = evaluate(model_dir, paths, tuple(aligned), out / "eval" / name, settings.batch_size, template)
         metrics[name] = records
         stages.append({"name": name, "added": list(added), "modalities": list(aligned),

@@ -21,7 +21,7 @@ import torch
 from owl2.eval.inputs import Question, check_model_folder
 from owl2.families import family, model_type
 from owl2.models.multimodal import MultimodalPreTrainedModel
-from owl2.processing.processor import MultimodalProcessor
+from owl2.processing.processor import MultimodalProcessor, batch_to
 
 def load_pretrained(
     directory: str | Path, device: str = "cpu", dtype: torch.dtype = torch.float32, template: str | None = None
@@ -116,12 +116,5 @@ def answer_batch(
 def model_inputs(batch: dict, model: torch.nn.Module) -> dict:
     """A processor's batch on the model's device and in its dtype (floats only), without labels or Nones."""
     parameter = next(model.parameters())
-
-    def move(value):
-        if isinstance(value, dict):
-            return {key: move(item) for key, item in value.items()}
-        if value.is_floating_point():
-            return value.to(parameter.device, parameter.dtype)
-        return value.to(parameter.device)
-
-    return {key: move(value) for key, value in batch.items() if key != "labels" and value is not None}
+    kept = {key: value for key, value in batch.items() if key != "labels" and value is not None}
+    return batch_to(kept, parameter.device, parameter.dtype)

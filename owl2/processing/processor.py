@@ -48,6 +48,22 @@ def pad_batch(
     return ids, mask
 
 
+def batch_to(batch: Mapping[str, Any], device: torch.device | str, float_dtype: torch.dtype | None = None) -> dict:
+    """A processor's or collator's batch on `device`: every tensor, and each tensor of a dict by modality (OneLLM's
+    `modality_inputs`), moved; floating ones also cast to `float_dtype` if given; None kept."""
+
+    def move(value):
+        if isinstance(value, Mapping):
+            return {key: move(item) for key, item in value.items()}
+        if value is None:
+            return None
+        if float_dtype is not None and value.is_floating_point():
+            return value.to(device, float_dtype)
+        return value.to(device)
+
+    return {key: move(value) for key, value in batch.items()}
+
+
 class MultimodalProcessor:
     """Tokenizer + a family's input encoding: the text side both families share.
 

@@ -82,12 +82,6 @@ def build_processor(config: TrainConfig, model, tokenizer_dir: Path) -> Multimod
     return Owl2Processor(tokenizer, image_processor, template=template)
 
 
-def tokens_per_input(model) -> int:
-    """LLM tokens one input becomes: `num_image_tokens` (mPLUG-Owl2) or `num_tokens_per_input` (OneLLM)."""
-    config = model.config
-    return config.num_tokens_per_input if config.model_type == "onellm" else config.num_image_tokens
-
-
 def build_data(config: TrainConfig, model) -> tuple[SupervisedDataset | ConcatDataset, MultimodalProcessor]:
     """The supervised data set (one per source, laid end to end for a mixture) and the processor to ship."""
     sources, tokenizer_dir = resolve_paths(config, model.config.vision_config.image_size)
@@ -98,7 +92,7 @@ def build_data(config: TrainConfig, model) -> tuple[SupervisedDataset | ConcatDa
             processor,
             image_folder=source.image_folder or None,
             max_length=config.data.max_length,
-            tokens_per_input=tokens_per_input(model),
+            tokens_per_input=model.config.num_tokens_per_input,
             on_error=config.data.on_error,
         )
         for source in sources

@@ -30,10 +30,11 @@ from owl2.constants import IGNORE_INDEX
 from owl2.data.dataset import Collator
 from owl2.families import config_model_type, family, model_type
 from owl2.models.multimodal import MultimodalPreTrainedModel
+from owl2.processing.processor import batch_to
 from owl2.train import checkpoint as ckpt
 from owl2.train import engine as ds
 from owl2.train.config import ConfigError, TrainConfig, load_deepspeed_config
-from owl2.train.data import ResumableSampler, build_data, mixture_sources, tokens_per_input
+from owl2.train.data import ResumableSampler, build_data, mixture_sources
 from owl2.train.metrics import SAMPLE_IDS_FILE, MetricsWriter, StepLog, plot_loss_curve
 from owl2.train.optim import param_groups
 from owl2.train.policy import ONELLM_STAGES, STAGES, apply_policy, trainable_patterns
@@ -205,16 +206,6 @@ def _global_batches(dataset, config: TrainConfig, collator: Collator, sampler: R
         state.epoch, state.samples_in_epoch = state.epoch + 1, 0
 
 
-def to_device(batch: dict, device: torch.device) -> dict:
-    """A collated batch on `device`: tensors moved, dicts of tensors (OneLLM's `modality_inputs`) too, None kept."""
-    def move(value):
-        if isinstance(value, dict):
-            return {k: v.to(device) for k, v in value.items()}
-        return value.to(device) if value is not None else None
-
-    return {key: move(value) for key, value in batch.items()}
-
-
 def _log_sample_ids(log: StepLog | None, step: int, epoch: int, micro: list[tuple[dict, bool, list[int]]]) -> None:
     """Gather every rank's sample ids of the step just taken into rank 0's `log` (collective)."""
     mine = [i for _, _, ids in micro for i in ids]
@@ -241,7 +232,7 @@ def _train(engine, config: TrainConfig, dataset, collator: Collator, sampler: Re
     ids_log = StepLog(out / SAMPLE_IDS_FILE, state.step) if config.log_sample_ids and rank == 0 else None
     window = torch.zeros(4, dtype=torch.float64)  # loss sum, steps, samples, tokens (all ranks)
     started, saved_at = time.perf_counter(), state.step
-    per_input = tokens_per_input(engine.module)
+    per_input = engine.module.config.num_tokens_per_input
     placeholder_ids = torch.tensor(list(collator.placeholders.values()))
     trainable = [p for p in engine.module.parameters() if p.requires_grad]
     grad_norm = None
@@ -260,7 +251,7 @@ def _train(engine, config: TrainConfig, dataset, collator: Collator, sampler: Re
         lr = max(engine.get_lr())
         for batch, empty, _ in micro:
             inputs = int(torch.isin(batch["input_ids"], placeholder_ids).sum())
-            loss = engine(**to_device(batch, engine.device), num_items_in_batch=num_items).loss
+            loss = engine(**batch_to(batch, engine.device), num_items_in_batch=num_items).loss
             if empty:
                 loss = loss * 0.0
             finite = bool(torch.isfinite(loss.detach()))
