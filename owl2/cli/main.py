@@ -17,6 +17,7 @@ from owl2.constants import debug_enabled
 
 SUBCOMMANDS = [
     "owl2.cli.demo",
+    "owl2.cli.train",
     "owl2.cli.chat",
     "owl2.cli.generate",
     "owl2.cli.eval",

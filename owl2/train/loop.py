@@ -38,7 +38,13 @@ from owl2.train.data import ResumableSampler, build_data, mixture_sources
 from owl2.train.metrics import SAMPLE_IDS_FILE, MetricsWriter, StepLog, plot_loss_curve
 from owl2.train.optim import param_groups
 from owl2.train.policy import ONELLM_STAGES, STAGES, apply_policy, trainable_patterns
-from owl2.train.preemption import Preempted, StopSignals, signal_name
+from owl2.train.preemption import (
+    Preempted,
+    StopSignals,
+    clear_requeue_marker,
+    signal_name,
+    write_requeue_marker,
+)
 from owl2.train.schedule import build_scheduler, warmup_steps_for
 
 FINAL_DIR = "final"
@@ -133,6 +139,8 @@ def _run(config: TrainConfig, stop: StopSignals) -> Path:
     rank, world = dist.get_rank(), dist.get_world_size()
     out = Path(config.output_dir)
     ckpt.check_output_dir(out, yaml.safe_dump(config.to_dict(), sort_keys=False))
+    if rank == 0:
+        clear_requeue_marker(out)  # this run is no longer waiting to be requeued
     resume_from = ckpt.resume_checkpoint(out)
     saved, written_by = ckpt.read_trainer_state(resume_from) if resume_from is not None else (None, None)
     if saved is not None:  # 0 keeps the checkpoint's global batch, whatever the world size is now
@@ -296,8 +304,13 @@ def _train(engine, config: TrainConfig, dataset, collator: Collator, sampler: Re
             saved_at = state.step
         if stopping:
             who = signal_name(stop.received) if stop.requested else "a stop signal to another rank"
-            raise Preempted(f"stopped after step {state.step} of {total} on {who}; checkpoint-{state.step} is "
-                            "written: re-run the same command to resume", state.step)
+            message = (f"stopped after step {state.step} of {total} on {who}; checkpoint-{state.step} is "
+                       "written: re-run the same command to resume")
+            if dist.get_rank() == 0:
+                write_requeue_marker(out, state.step, message)
+            # before any rank exits: a launcher kills the others when the first one does
+            dist.barrier()
+            raise Preempted(message, state.step)
     if saved_at != state.step:
         ckpt.save_checkpoint(engine, out, state, config.save_total_limit)
 

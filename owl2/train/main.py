@@ -25,13 +25,7 @@ import os
 import sys
 
 from owl2.constants import debug_enabled
-from owl2.train.preemption import (
-    REQUEUE_EXIT,
-    REQUEUE_FILE,
-    Preempted,
-    clear_requeue_marker,
-    write_requeue_marker,
-)
+from owl2.train.preemption import REQUEUE_EXIT, REQUEUE_FILE, Preempted
 
 WRITE_ERROR_EXIT = 74
 """Exit status when an output could not be written (`EX_IOERR`)."""
@@ -74,12 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     config = None
     try:
         config = load_train_config(args.config, args.overrides)
-        if rank == "0" and config.output_dir:
-            clear_requeue_marker(config.output_dir)
         final = run(config)
     except Preempted as e:
         if rank == "0":
-            write_requeue_marker(config.output_dir, e.step, str(e))
             print(f"{prefix}: {e} (exit status {REQUEUE_EXIT}; {REQUEUE_FILE} written)", file=sys.stderr, flush=True)
         return REQUEUE_EXIT
     except KeyboardInterrupt:

@@ -13,13 +13,13 @@ this status. Running the same command again resumes bit-identically. A second Ct
 `KeyboardInterrupt` at once (the temporary checkpoint folder it may leave is removed by the next run).
 
 Whichever way the signal came, rank 0 also writes `output_dir/requeue.json` (`REQUEUE_FILE`: the step,
-the checkpoint and why) once the checkpoint is complete, and removes it when a run starts. A job script
-should requeue on that file, not only on the status: launchers report their own. The `deepspeed`
-launcher exits 75 when the first of its processes does; but when it is signalled itself (Kubernetes
-stops a pod by SIGTERM to its first process), it passes SIGTERM to all its processes, waits up to 30 s
-for them before SIGKILL, and then exits 1 whatever they returned. The flag's all-reduce makes all ranks
-stop together, and `requeue.json` says the checkpoint was written; it has to be written within those
-30 s (signal the training processes directly where a checkpoint takes longer).
+the checkpoint and why) once the checkpoint is complete and before any rank exits, and removes it when a
+run starts. A job script should requeue on that file, not only on the status: launchers report their
+own. The `deepspeed` launcher exits 75 when the first of its processes does; but when it is signalled
+itself (Kubernetes stops a pod by SIGTERM to its first process; Ctrl-C signals the terminal's process
+group), its runner dies at once, and `launch.py` passes SIGTERM on, kills the ranks 30 s later and exits
+1. `owl2 train --nproc N` (`owl2.train.launch`) runs the launcher out of reach of those signals and
+passes them to the ranks alone.
 """
 
 from __future__ import annotations

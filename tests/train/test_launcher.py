@@ -2,25 +2,29 @@
 configs; the loss falls, stage 1 keeps text-only logits bit-identical, stage 2 changes them, and
 2 processes match 1 process (same global batch, gradients clipped by the trainer in one and by DeepSpeed
 in the other) within tolerance. A SIGTERM to one rank stops both after the same step with exit status 75,
-and the re-run ends bit-identical to the uninterrupted run."""
+and the re-run ends bit-identical to the uninterrupted run; so does a SIGTERM to the whole process group of
+`owl2 train --nproc 2`."""
 
 from __future__ import annotations
 
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
+import psutil
 import pytest
 import torch
 
 from owl2.train import manifest, run
 from owl2.train import checkpoint as ckpt
 from owl2.train.metrics import read_metrics
-from owl2.train.preemption import REQUEUE_EXIT
+from owl2.train.preemption import REQUEUE_EXIT, REQUEUE_FILE
 from tests.conftest import REPO
 from tests.train.conftest import SMOKE, TINY, assert_same_weights, logits, tiny_config, weights
 
@@ -118,3 +122,40 @@ def test_sigterm_to_one_rank_stops_both_and_the_rerun_matches(stage1, toy_init, 
     assert [r["step"] for r in read_metrics(tmp_path)] == list(range(1, STEPS + 1))
     assert_same_weights(tmp_path / "final", stage1)
 
+
+
+def test_sigterm_to_the_process_group_of_owl2_train_checkpoints_and_the_rerun_matches(stage1, toy_init, tmp_path):
+    # Kubernetes' way (`tini -g`), and a terminal's Ctrl-C: the signal goes to the whole process group of
+    # `owl2 train --nproc 2`, which passes it to the ranks alone and exits 75 once they have checkpointed
+    command, env = launcher_command("tools/train.py", 1, tmp_path, *STAGE1, f"init_from={toy_init}",
+                                    "deepspeed=configs/deepspeed/zero2.json")
+    train = [str(Path(sys.executable).with_name("owl2")), "train", "--nproc", "2", *command[command.index("--config"):]]
+    process = subprocess.Popen(train, cwd=REPO, env=env, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    lines, training = [], threading.Event()
+
+    def read_stderr():
+        for line in process.stderr:
+            lines.append(line)
+            if "pretrain:" in line:  # rank 0's progress bar: its stop handlers are installed
+                training.set()
+
+    reader = threading.Thread(target=read_stderr, daemon=True)
+    reader.start()
+    assert training.wait(timeout=300), "".join(lines)[-3000:]
+    os.killpg(process.pid, signal.SIGTERM)
+    assert process.wait(timeout=300) == REQUEUE_EXIT, "".join(lines)[-3000:]
+    reader.join(timeout=10)
+    log = "".join(lines)
+    assert "owl2 train: SIGTERM passed to ranks" in log
+    marker = json.loads((tmp_path / REQUEUE_FILE).read_text())
+    step = marker["step"]
+    assert 1 <= step < STEPS and f"stopped after step {step} of {STEPS} on SIGTERM" in log
+    assert manifest.verify(tmp_path / f"checkpoint-{step}") == []
+    assert [r["step"] for r in read_metrics(tmp_path)] == list(range(1, step + 1))
+    assert not psutil.Process().children(recursive=True)  # the launcher's session is gone too
+
+    rerun = subprocess.run(train, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert not (tmp_path / REQUEUE_FILE).exists()
+    assert [r["step"] for r in read_metrics(tmp_path)] == list(range(1, STEPS + 1))
+    assert_same_weights(tmp_path / "final", stage1)

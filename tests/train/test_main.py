@@ -41,18 +41,3 @@ def test_owl2_debug_keeps_the_traceback(monkeypatch, tmp_path):
     monkeypatch.setenv("OWL2_DEBUG", "1")
     with pytest.raises(OutputWriteError):
         main(["--config", str(SMOKE[1]), "--set", f"output_dir={tmp_path}"])
-
-
-def test_a_preempted_run_leaves_requeue_json_and_the_next_run_removes_it(monkeypatch, capsys, tmp_path):
-    import json
-
-    from owl2.train.preemption import REQUEUE_FILE
-
-    fails_with(monkeypatch, Preempted("stopped after step 3 of 6 on SIGTERM; checkpoint-3 is written: re-run", 3))
-    assert main(["--config", str(SMOKE[1]), "--set", f"output_dir={tmp_path}"]) == 75
-    marker = json.loads((tmp_path / REQUEUE_FILE).read_text())
-    assert marker["step"] == 3 and marker["checkpoint"] == "checkpoint-3" and "SIGTERM" in marker["reason"]
-    assert REQUEUE_FILE in capsys.readouterr().err
-    fails_with(monkeypatch, NonFiniteLossError("non-finite loss at step 4"))  # the next run starts, then fails
-    assert main(["--config", str(SMOKE[1]), "--set", f"output_dir={tmp_path}"]) == 1
-    assert not (tmp_path / REQUEUE_FILE).exists()  # nothing to requeue: that run did not stop on a signal

@@ -1,9 +1,10 @@
 """Preemption in one process: SIGTERM, SIGUSR1 or a first Ctrl-C (sent to the process during a step)
-finish the step, write its checkpoint and raise `Preempted`; the re-run ends bit-identical to an
+finish the step, write its checkpoint and `requeue.json` and raise `Preempted`; the re-run ends bit-identical to an
 uninterrupted run; a second Ctrl-C stops at once; a signal in the last step lets the run finish."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 
@@ -14,6 +15,7 @@ from owl2.train import Preempted, run
 from owl2.train import checkpoint as ckpt
 from owl2.train import manifest
 from owl2.train.metrics import read_metrics
+from owl2.train.preemption import REQUEUE_FILE
 from tests.train.conftest import STEPS3, assert_same_weights, tiny_config
 
 
@@ -41,9 +43,12 @@ def test_sigterm_checkpoints_the_step_and_the_rerun_matches_an_uninterrupted_run
     assert manifest.verify(tmp_path / "checkpoint-2") == []
     assert not (tmp_path / "final").exists()
     assert signal.getsignal(signal.SIGTERM) == before  # the handlers are put back
+    marker = json.loads((tmp_path / REQUEUE_FILE).read_text())  # written before any rank could exit
+    assert marker == {"step": 2, "checkpoint": "checkpoint-2", "reason": str(caught.value)}
 
     monkeypatch.undo()
     assert_same_weights(run(tiny_config(1, tmp_path, *STEPS3)), uninterrupted)
+    assert not (tmp_path / REQUEUE_FILE).exists()  # removed when the re-run started
     assert [r["step"] for r in read_metrics(tmp_path)] == [1, 2, 3]
 
 
