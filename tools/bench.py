@@ -13,6 +13,10 @@ Sections (each prints table rows and fills one key of the JSON):
    checked against `FlopCounterMode` on the toy.
 5. `packing`: packed (`owl2.data.packing`) vs padded training tokens/s on the synthetic instruction
    mix and on a LLaVA-665k-like length distribution.                            goal >= 1.3
+6. `upm`: OneLLM's universal projection module, owl2's (the K experts as one batched computation, the last
+   layer for the kept modality tokens only, the router table cached at inference) vs the release's loop
+   (each expert over the whole sequence, one after another, the router run on every call), restated on the
+   same modules and weights: inference forward and a training forward + backward.  goal >= 2
 
 Method (`owl2.bench.time_alternating`): warm-up calls, then rounds alternating between contenders
 (order flipped every round), median per contender, ratios of medians. Run it with:
@@ -39,6 +43,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from owl2 import Owl2Config, Owl2Model
+from owl2.config import OneLLMProjectionConfig
 from owl2.bench import (
     abstractor_flops,
     counted_flops,
@@ -52,9 +57,10 @@ from owl2.bench import (
 from owl2.checkpoint.llama import llama_to_owl2
 from owl2.constants import IGNORE_INDEX, MODALITIES
 from owl2.models.decoder import ModalityRouting
+from owl2.models.upm import UniversalProjection
 
 REPO = Path(__file__).resolve().parents[1]
-SECTIONS = ("overhead", "generation", "end_to_end", "abstractor", "packing")
+SECTIONS = ("overhead", "generation", "end_to_end", "abstractor", "packing", "upm")
 TEXT, IMAGE = MODALITIES.index("text"), MODALITIES.index("image")
 
 
@@ -87,6 +93,10 @@ class Size:
     """Samples per padded batch in the packing section."""
     packing_repeats: int
     """Rounds of the packing section (each a pass over all its samples)."""
+    upm: dict
+    """OneLLMProjectionConfig fields of the UPM section."""
+    upm_batch: int
+    """Inputs per UPM call (each 1 + 256 CLIP tokens: CLIP-L/14 at 224 px)."""
     repeats: int
     warmup: int = 1
     dtype: str = "float32"
@@ -107,6 +117,8 @@ SIZES = {
         vision=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=28),
         abstractor=dict(num_queries=4, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64),
         e2e_text_tokens=16, packing_samples=8, packing_batch=4, packing_repeats=1, repeats=2,
+        upm=dict(num_experts=3, num_hidden_layers=2, hidden_size=32, num_attention_heads=2, intermediate_size=64,
+                 num_modality_tokens=4, router_hidden_size=64), upm_batch=2,
     ),  # fmt: skip
     "quick": Size(
         name="quick", text=_text(256, 688, 4, 4, 4, 4096), batch=2, seq=512, text_prefix=16, image_tokens=65,
@@ -114,6 +126,8 @@ SIZES = {
         vision=dict(hidden_size=256, intermediate_size=1024, num_hidden_layers=4, num_attention_heads=4, image_size=224),
         abstractor=dict(num_queries=64, hidden_size=256, num_hidden_layers=2, num_attention_heads=4, intermediate_size=704),
         e2e_text_tokens=128, packing_samples=24, packing_batch=8, packing_repeats=3, repeats=7,
+        upm=dict(num_experts=3, num_hidden_layers=4, hidden_size=256, num_attention_heads=4, intermediate_size=704,
+                 num_modality_tokens=30, router_hidden_size=1024), upm_batch=4,
     ),  # fmt: skip
     "gpu": Size(
         name="gpu", text=_text(2048, 5504, 8, 16, 16, 32000), batch=4, seq=2048, text_prefix=32, image_tokens=65,
@@ -121,6 +135,8 @@ SIZES = {
         vision=dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=12, num_attention_heads=16, image_size=448),
         abstractor=dict(num_queries=64, hidden_size=1024, num_hidden_layers=6, num_attention_heads=16, intermediate_size=2816),
         e2e_text_tokens=512, packing_samples=256, packing_batch=16, packing_repeats=3, repeats=10, warmup=3, dtype="bfloat16",
+        upm=dict(num_experts=3, num_hidden_layers=8, hidden_size=1024, num_attention_heads=16, intermediate_size=2816,
+                 num_modality_tokens=30, router_hidden_size=4096), upm_batch=16,
     ),  # fmt: skip
 }
 
@@ -356,6 +372,65 @@ def bench_abstractor(ctx: Context, text_tokens: int = 64) -> dict:
     return result
 
 
+def release_upm_forward(upm: UniversalProjection, features: torch.Tensor, modality: str) -> torch.Tensor:
+    """The release's UPM loop on owl2's modules: the router over all Q + L tokens (keeping Q), then each expert
+    over the whole sequence in turn, sliced and mixed (official `onellm.py`, `encode_image`)."""
+    queries = upm.config.num_modality_tokens
+    tokens = upm.modality_tokens[modality].expand(features.shape[0], -1, -1)
+    hidden = torch.cat([tokens, upm.in_proj[modality](features)], dim=1)  # (N, Q + L, H)
+    gates = upm.routers[modality](hidden).sigmoid()  # (N, Q + L, K)
+    weights = (gates / gates.sum(dim=-1, keepdim=True))[:, :queries]  # (N, Q, K)
+    mixed = 0
+    for k, expert in enumerate(upm.experts):
+        mixed = mixed + expert(hidden)[:, :queries] * weights[..., k : k + 1]
+    return upm.out_proj[modality](mixed)  # (N, Q, D_llm)
+
+
+def bench_upm(ctx: Context, clip_tokens: int = 257, output_size: int = 4096) -> dict:
+    """Section 6: the UPM, owl2's batched experts against the release's loop (same modules, same weights)."""
+    size = ctx.size
+    config = OneLLMProjectionConfig(**size.upm)
+    torch.manual_seed(0)
+    width = config.hidden_size
+    upm = UniversalProjection(config, ["image"], width, min(output_size, 4 * width)).to(ctx.device, ctx.dtype)
+    features = torch.randn(size.upm_batch, clip_tokens, width, device=ctx.device, dtype=ctx.dtype)
+
+    upm.eval()
+    with torch.no_grad():
+        upm.precompute_router()
+        error = (upm(features, "image") - release_upm_forward(upm, features, "image")).abs().max().item()
+        infer = time_alternating({
+            "owl2": lambda: upm(features, "image"),
+            "release": lambda: release_upm_forward(upm, features, "image"),
+        }, size.repeats, size.warmup, ctx.device)  # fmt: skip
+
+    upm.train()
+
+    def step(forward) -> Callable[[], None]:
+        def run() -> None:
+            upm.zero_grad(set_to_none=True)
+            forward(upm, features, "image").float().square().mean().backward()
+
+        return run
+
+    train = time_alternating({"owl2": step(UniversalProjection.__call__), "release": step(release_upm_forward)},
+                             size.repeats, size.warmup, ctx.device)  # fmt: skip
+    result = {
+        "inference": {name: t.median for name, t in infer.items()} | {"speedup": ratio(infer, "release", "owl2")},
+        "training_step": {name: t.median for name, t in train.items()} | {"speedup": ratio(train, "release", "owl2")},
+        "max_abs_difference": error,
+        "dims": {**size.upm, "batch": size.upm_batch, "clip_tokens": clip_tokens},
+    }
+    dims = f"K={config.num_experts}, {config.num_hidden_layers} layers, H={width}, {size.upm_batch} x {clip_tokens} tokens"
+    ctx.rows += [
+        Row("upm", "inference forward, s", infer["owl2"].median, infer["release"].median,
+            result["inference"]["speedup"]["ratio_of_medians"], ">= 2", dims),
+        Row("upm", "training fwd+bwd, s", train["owl2"].median, train["release"].median,
+            result["training_step"]["speedup"]["ratio_of_medians"], "", f"outputs agree within {error:.1e}"),
+    ]  # fmt: skip
+    return result
+
+
 def synthetic_mix_lengths(count: int, num_image_tokens: int = 65) -> list[int]:
     """Token lengths of the built-in synthetic instruction mix (stage 2), each image counted as its tokens."""
     from owl2.data.dataset import SupervisedDataset
@@ -506,7 +581,7 @@ def run(size: Size, device: torch.device, sections: tuple[str, ...] = SECTIONS, 
     ctx = Context(size, device, getattr(torch, size.dtype))
     benches = {
         "overhead": bench_overhead, "generation": bench_generation, "end_to_end": bench_end_to_end,
-        "abstractor": bench_abstractor, "packing": bench_packing,
+        "abstractor": bench_abstractor, "packing": bench_packing, "upm": bench_upm,
     }  # fmt: skip
     results: dict = {
         "machine": {

@@ -17,6 +17,11 @@ so the weights that are used do not depend on the input: they are a learned cons
 (modality, token, expert). Hence the router runs on q_m alone (same result, without the L input
 tokens), and `precompute_router()` caches the table for inference.
 
+The release runs the K experts one after another, each over the whole sequence. `run_experts` runs them
+as one batched computation (each layer's weights stacked over the experts, one batched matmul per
+projection, one attention call), and computes the last layer for the Q kept tokens only; the parameters
+keep the release's per-expert layout. `tools/bench.py --sections upm` measures it against the release's loop.
+
 Key map from the release (`consolidated.00-of-01.pth`; keys relative to this module and to
 `UniversalEncoder`, one to one, every tensor copied unchanged unless noted):
 
@@ -142,6 +147,69 @@ class ProjectionExpert(nn.Module):
         return x
 
 
+def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """`LlamaRMSNorm` with one weight per expert: `x` `(K, N, T, H)`, `weight` `(K, H)`; the same float32 steps."""
+    dtype = x.dtype
+    x = x.to(torch.float32)
+    x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
+    return weight[:, None, None, :] * x.to(dtype)
+
+
+def _linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """One bias-free linear per expert, batched: `x` `(K, N, T, in)`, `weight` `(K, out, in)` -> `(K, N, T, out)`."""
+    k, n, t, width = x.shape
+    return torch.bmm(x.reshape(k, n * t, width), weight.transpose(1, 2)).view(k, n, t, -1)
+
+
+def _experts_layer(blocks: Sequence[ExpertBlock], x: torch.Tensor, keep: int | None) -> torch.Tensor:
+    """Layer i of every expert at once: `blocks` (one per expert), `x` `(K, N, T, H)` -> `(K, N, T', H)`.
+
+    With `keep`, only the first `keep` tokens are computed past the keys and values (T' = keep): the last
+    layer, whose other outputs the UPM discards.
+    """
+    first = blocks[0]
+    stack = lambda get: torch.stack([get(b) for b in blocks])  # noqa: E731  (K, out, in) or (K, H)
+    k, n, t, width = x.shape
+    heads, head_dim = first.attn.num_heads, first.attn.head_dim
+
+    h = _rms_norm(x, stack(lambda b: b.attn_norm.weight), first.attn_norm.variance_epsilon)
+    rows = h if keep is None else h[:, :, :keep]  # the tokens whose outputs are kept
+    kept = rows.shape[2]
+    q = _linear(rows, stack(lambda b: b.attn.q_proj.weight)).view(k * n, kept, heads, head_dim).transpose(1, 2)
+    key = _linear(h, stack(lambda b: b.attn.k_proj.weight)).view(k * n, t, heads, head_dim).transpose(1, 2)
+    value = _linear(h, stack(lambda b: b.attn.v_proj.weight)).view(k * n, t, heads, head_dim).transpose(1, 2)
+    attended = F.scaled_dot_product_attention(q, key, value)  # (K * N, nh, T', hd); no mask, no RoPE
+    attended = attended.transpose(1, 2).reshape(k, n, kept, width)
+    x = (x if keep is None else x[:, :, :keep]) + _linear(attended, stack(lambda b: b.attn.o_proj.weight))
+
+    h = _rms_norm(x, stack(lambda b: b.mlp_norm.weight), first.mlp_norm.variance_epsilon)
+    gate = _linear(h, stack(lambda b: b.mlp.gate_proj.weight))
+    up = _linear(h, stack(lambda b: b.mlp.up_proj.weight))
+    return x + _linear(F.silu(gate) * up, stack(lambda b: b.mlp.down_proj.weight))
+
+
+def run_experts(experts: Sequence[ProjectionExpert], hidden: torch.Tensor, keep: int) -> torch.Tensor:
+    """Every expert over the same `(N, T, H)` input as one batched computation: `(K, N, keep, H)`, each expert's
+    first `keep` output tokens.
+
+    The same arithmetic as calling each expert and slicing its output, in other kernels: each layer's weights
+    are stacked over the experts and every matmul and attention runs once for all K; the last layer computes
+    queries, output and FFN for the kept tokens alone. Under gradient checkpointing (set on the blocks by
+    `gradient_checkpointing_enable`) each layer is recomputed in the backward pass, as the blocks would be.
+    """
+    x = hidden.unsqueeze(0).expand(len(experts), *hidden.shape)  # (K, N, T, H)
+    depth = len(experts[0].layers)
+    for i in range(depth):
+        blocks = [expert.layers[i] for expert in experts]
+        keep_i = keep if i == depth - 1 else None
+        first = blocks[0]
+        if first.gradient_checkpointing and first.training and torch.is_grad_enabled():
+            x = first._gradient_checkpointing_func(_experts_layer, blocks, x, keep_i)
+        else:
+            x = _experts_layer(blocks, x, keep_i)
+    return x
+
+
 class LinearNorm(nn.Module):
     """Linear then LayerNorm (the release's `nn.Sequential(nn.Linear, nn.LayerNorm)`, children `0` and `1`)."""
 
@@ -251,10 +319,8 @@ class UniversalProjection(nn.Module):
         # The release routes all Q + L tokens of `hidden` and keeps the first Q: the modality tokens, whose
         # weights the input cannot change. So they are computed from the tokens alone (or cached).
         weights = self.routing_weights(modality).to(hidden.dtype)  # (1, Q, K)
-        mixed = None
-        for k, expert in enumerate(self.experts):
-            term = expert(hidden)[:, :queries] * weights[..., k : k + 1]  # (N, Q, H)
-            mixed = term if mixed is None else mixed + term
+        outputs = run_experts(self.experts, hidden, queries)  # (K, N, Q, H)
+        mixed = (outputs * weights.permute(2, 0, 1).unsqueeze(-1)).sum(dim=0)  # sum_k w_k P_k(h): (N, Q, H)
         return self.out_proj[modality](mixed)  # (N, Q, D_llm)
 
     def embed_with_tags(self, features: torch.Tensor, modality: str) -> torch.Tensor:

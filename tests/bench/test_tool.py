@@ -41,9 +41,10 @@ def positive(x) -> bool:
 
 
 def test_every_section_and_the_machine_are_recorded(results):
-    assert {"machine", "size", "rows", "overhead", "generation", "end_to_end", "abstractor", "packing"} <= set(results)
+    sections = {"overhead", "generation", "end_to_end", "abstractor", "packing", "upm"}
+    assert {"machine", "size", "rows", *sections} <= set(results)
     assert results["machine"]["threads"] == 1 and results["size"]["name"] == "tiny"
-    assert {row["section"] for row in results["rows"]} == {"overhead", "generation", "end_to_end", "abstractor", "packing"}
+    assert {row["section"] for row in results["rows"]} == sections
 
 
 def test_overhead_ratios(results):
@@ -82,3 +83,12 @@ def test_packing_baseline(results):
         assert positive(figures["padded_real_tokens_per_s"]) and positive(figures["packed_real_tokens_per_s"])
         assert positive(figures["packed_over_padded"]) and figures["padding_bound"] >= 1.0 and 0 < figures["packed_fill"] <= 1
         assert figures["samples"] > 0
+
+
+def test_upm_against_the_release_loop(results):
+    upm = results["upm"]
+    for key in ("inference", "training_step"):
+        assert positive(upm[key]["owl2"]) and positive(upm[key]["release"])
+        assert positive(upm[key]["speedup"]["ratio_of_medians"])
+    assert upm["max_abs_difference"] < 1e-4  # the same function: batched experts, the same weights
+    assert upm["dims"]["clip_tokens"] == 257

@@ -130,3 +130,40 @@ def test_release_sizes_have_the_release_parameter_count():
         + (1024 * 4096 + 4096 + 2 * 4096) + 2 * 4096  # fmt: skip
     assert per_modality == 9_507_843
     assert count(upm) == 3 * 8 * block + 8 * per_modality == 384_393_240
+
+
+def _per_expert(upm: UniversalProjection, features: torch.Tensor, modality: str) -> torch.Tensor:
+    """The UPM as the release computes it: each expert over the whole sequence in turn, then sliced and mixed."""
+    queries = upm.config.num_modality_tokens
+    tokens = upm.modality_tokens[modality].expand(features.shape[0], -1, -1)
+    hidden = torch.cat([tokens, upm.in_proj[modality](features)], dim=1)  # (N, Q + L, H)
+    weights = upm.routing_weights(modality)
+    mixed = sum(expert(hidden)[:, :queries] * weights[..., k : k + 1] for k, expert in enumerate(upm.experts))
+    return upm.out_proj[modality](mixed)
+
+
+@pytest.mark.parametrize("checkpointing", [False, True], ids=["plain", "checkpointed"])
+def test_the_batched_experts_give_the_per_expert_outputs_and_gradients(checkpointing):
+    upm = toy_projection().train()
+    features = _features(batch=3, length=11)
+    if checkpointing:  # what `gradient_checkpointing_enable` sets on each block
+        from functools import partial
+
+        from torch.utils.checkpoint import checkpoint
+
+        for module in upm.modules():
+            if hasattr(module, "gradient_checkpointing"):
+                module.gradient_checkpointing = True
+                module._gradient_checkpointing_func = partial(checkpoint, use_reentrant=False)
+    reference = _per_expert(upm, features, "audio")
+    reference.square().sum().backward()
+    expected = {n: p.grad.clone() for n, p in upm.named_parameters() if p.grad is not None}
+    upm.zero_grad()
+    batched = upm(features, "audio")
+    assert_close(batched, reference, rtol=1e-5, atol=1e-6)
+    batched.square().sum().backward()
+    got = {n: p.grad for n, p in upm.named_parameters() if p.grad is not None}
+    assert set(got) == set(expected) and any(n.startswith("experts.2.") for n in got)
+    for name in expected:  # float32 sums in another order: compare each gradient relative to its size
+        error = (got[name] - expected[name]).norm() / expected[name].norm()
+        assert error < 1e-5, f"{name}: relative error {error:.2e}"
