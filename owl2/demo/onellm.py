@@ -13,8 +13,10 @@ uniformly over the data of every modality aligned so far (`sampler="uniform"`, t
 The toy has no pretrained CLIP and no pretrained LLaMA-2. Its stage I therefore trains the toy CLIP and the toy
 LLM too, together with the image's projection parts, on image captions and on the captions of every modality as
 plain text (standing in for CLIP's image pretraining and the LLM's language pretraining: a frozen LLM that never
-saw the word "beep" cannot be taught to say it by a projection alone). From stage II on both stay frozen, as the
-paper's do: the encoder each modality is aligned to is an image encoder, trained on images only.
+saw the word "beep" cannot be taught to say it by a projection alone). It starts from `write_toy_init`: the toy
+at random but for its CLIP's position table, a 2-D sin-cos one as large as a pretrained CLIP's, without which the
+UPM cannot tell where anything is. From stage II on both stay frozen, as the paper's do: the encoder each modality
+is aligned to is an image encoder, trained on images only.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ SAMPLERS = ("uniform", "sequential")
 """How stages II and III draw their data: from every modality aligned so far, or from the new ones only."""
 TEXT_PROMPT = "describe ."
 """The user turn of the plain-text captions of stage I."""
+POSITION_SCALE = 4.0
+"""The toy CLIP's initial position table: MAE's 2-D sin-cos table times this (see `write_toy_init`)."""
 
 
 @dataclass
@@ -48,7 +52,7 @@ class OneLLMDemoSettings:
 
     progressive: tuple[tuple[str, ...], ...] = (("video", "audio", "point"), ("imu",))
     """The modalities aligned in each stage after image-text alignment (the paper's stage II, then III)."""
-    steps: dict[str, int] = field(default_factory=lambda: {"image": 1500, "align": 1000, "instruct": 2500})
+    steps: dict[str, int] = field(default_factory=lambda: {"image": 4000, "align": 1000, "instruct": 2500})
     """Optimizer steps of stage I, of each progressive stage, and of instruction tuning."""
     new_repeat: int = 2
     """Passes an epoch over the data of the modalities a progressive stage adds (`repeat` of their sources): with
@@ -125,6 +129,35 @@ def write_data(data_dir: Path, seed: int, settings: OneLLMDemoSettings) -> dict[
         {"id": f"text-heldout-{i}", **q} for i, q in enumerate(questions)
     ])  # fmt: skip
     return paths
+
+
+def write_toy_init(model_config: Path, out: Path, seed: int, scale: float = POSITION_SCALE) -> Path:
+    """The model stage I starts from: the preset at random (as the trainer draws it for `seed`), except the toy
+    CLIP's position table, set to MAE's 2-D sin-cos table times `scale` (rows of norm `scale * sqrt(W / 2)`).
+
+    A pretrained CLIP's position table is large and spatially smooth; timm's N(0, 0.02) draws one 7% of the
+    patch tokens' size, and training barely grows it. The UPM has no position encoding of its own: it reads its
+    input tokens as a set, so from such features it cannot tell where a shape is. (A fresh toy UPM trained
+    directly to name a shape's quadrant stays at chance on the features of a CLIP trained from the N(0, 0.02)
+    table, and reaches 1.0 within 100 steps from the sin-cos one.) The release's CLIP is pretrained and frozen;
+    this stands in for that part of its pretraining.
+    """
+    import torch
+
+    from owl2.config import OneLLMConfig
+    from owl2.models.abstractor import sincos_2d
+    from owl2.models.onellm import OneLLMModel
+
+    config = OneLLMConfig.from_json_file(model_config)
+    torch.manual_seed(seed)  # the draw `owl2.train.build_model` makes for a fresh model
+    model = OneLLMModel(config)
+    vision = config.vision_config
+    with torch.no_grad():
+        clip = model.encoder.clip
+        grid = vision.image_size // vision.patch_size
+        clip.pos_embed[0] = scale * sincos_2d(clip.pos_embed.shape[-1], grid)  # (1 + grid**2, W)
+    model.save_pretrained(out)
+    return out
 
 
 def _sources(files: list[Path], repeats: list[int] | None = None) -> str:
@@ -222,8 +255,10 @@ def run_onellm_demo(out: str | Path, seed: int = 0, settings: OneLLMDemoSettings
     common = [f"seed={seed}", f"data.image_folder={paths['image_folder']}", f"data.tokenizer={paths['tokenizer']}"]
     if settings.micro_batch_size is not None:
         common.append(f"micro_batch_size={settings.micro_batch_size}")
-    plan = [(names[0], "image", ("image",), [paths["image_align"], paths["text_corpus"]], [1, 1],
-             [f"model_config={settings.model_config}"])]
+    init = write_toy_init(settings.model_config, out / "init", seed)
+    # the text corpus holds every modality's captions: repeat the images to half of stage I's batches
+    plan = [(names[0], "image", ("image",), [paths["image_align"], paths["text_corpus"]],
+             [len(settings.modalities), 1], [f"init_from={init}"])]
     seen = ["image"]
     for name, group in zip(names[1:-1], settings.progressive):
         earlier = [paths[f"{m}_align"] for m in seen] if settings.sampler == "uniform" else []
@@ -235,7 +270,7 @@ def run_onellm_demo(out: str | Path, seed: int = 0, settings: OneLLMDemoSettings
     instruct = [paths[f"{m}_instruct"] for m in seen] + [paths["text_instruct"]]
     plan.append((names[-1], "instruct", (), instruct, [1] * len(instruct), []))
 
-    stages, metrics, model_dir, aligned = [], {}, None, []
+    stages, metrics, model_dir, aligned = [], {}, None, []  # stage I's init_from is in its plan entry
     for name, kind, added, files, repeats, extra in plan:
         overrides = common + extra + [f"output_dir={out / name}", f"data.sources={_sources(files, repeats)}",
                                       f"max_steps={settings.steps[kind]}"]  # fmt: skip

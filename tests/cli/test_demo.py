@@ -56,3 +56,22 @@ def test_onellm_recipe_refuses_the_owl2_step_options(tmp_path, capsys):
     assert "settings of --recipe owl2" in capsys.readouterr().err
     assert main(["demo", "--sampler", "sequential", "--out", str(tmp_path)]) == 2
     assert "--sampler is a setting of --recipe onellm" in capsys.readouterr().err
+
+
+def test_the_onellm_toy_init_is_the_trainers_draw_with_a_sin_cos_position_table(tmp_path):
+    import torch
+
+    from owl2.config import OneLLMConfig
+    from owl2.demo.onellm import MODEL_CONFIG, POSITION_SCALE, write_toy_init
+    from owl2.models import OneLLMModel
+    from owl2.models.abstractor import sincos_2d
+
+    init = OneLLMModel.from_pretrained(write_toy_init(MODEL_CONFIG, tmp_path / "init", seed=3)).state_dict()
+    torch.manual_seed(3)  # what `owl2.train.build_model` draws for a fresh model of seed 3
+    fresh = OneLLMModel(OneLLMConfig.from_json_file(MODEL_CONFIG)).state_dict()
+    assert set(init) == set(fresh)
+    table = init.pop("encoder.clip.pos_embed")[0]  # (1 + 4 * 4, 32)
+    torch.testing.assert_close(table, POSITION_SCALE * sincos_2d(32, 4), rtol=0, atol=0)
+    assert table[1:].norm(dim=-1).mean() > 10 * fresh.pop("encoder.clip.pos_embed")[0, 1:].norm(dim=-1).mean()
+    for name, tensor in init.items():
+        torch.testing.assert_close(tensor, fresh[name], rtol=0, atol=0, msg=name)
