@@ -37,6 +37,30 @@ def init_distributed() -> None:
         os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     backend = "gloo" if get_accelerator().device_name() == "cpu" else get_accelerator().communication_backend_name()
     deepspeed.init_distributed(dist_backend=backend)
+    release_shm_buffer()
+
+
+def shm_buffer_path(rank: int | None = None) -> Path:
+    """The shared-memory file of DeepSpeed's CPU all-reduce for `rank` (this one by default) of this group."""
+    rank = int(os.environ["RANK"]) if rank is None else rank
+    name = f"deepspeed_allreduce_buffer_{os.getuid()}_{os.environ['MASTER_ADDR']}_{os.environ['MASTER_PORT']}_{rank}"
+    return Path("/dev/shm") / name
+
+
+def release_shm_buffer() -> None:
+    """Unlink this rank's buffer of DeepSpeed's CPU all-reduce once every rank has mapped every buffer.
+
+    On one node under the CPU accelerator, DeepSpeed 0.19.8's `deepspeed_shm_comm` op creates a 66 MiB file per
+    rank in /dev/shm, maps every rank's, and never unlinks them: each run of N processes left N files in RAM,
+    whatever way it ended (on the development machine 158 runs had filled 21 of its 24 GiB and stalled the next
+    ones). The mappings stay valid after the unlink, until the processes exit. Each rank maps the others'
+    buffers before `init_distributed` returns, so after a barrier each can unlink its own.
+    """
+    path = shm_buffer_path()
+    if not path.exists():  # no shm op: a GPU, several nodes, or no DeepSpeed CPU extension
+        return
+    dist.barrier()
+    path.unlink(missing_ok=True)
 
 
 def device() -> torch.device:

@@ -142,9 +142,13 @@ def test_sigterm_to_the_process_group_of_owl2_train_checkpoints_on_every_rank(to
 
     reader = threading.Thread(target=read_stderr, daemon=True)
     reader.start()
-    assert training.wait(timeout=300), "".join(lines)[-3000:]
-    os.killpg(process.pid, signal.SIGTERM)
-    assert process.wait(timeout=300) == REQUEUE_EXIT, "".join(lines)[-3000:]
+    try:
+        assert training.wait(timeout=300), "".join(lines)[-3000:]
+        os.killpg(process.pid, signal.SIGTERM)
+        assert process.wait(timeout=300) == REQUEUE_EXIT, "".join(lines)[-3000:]
+    finally:  # a failed test leaves no training behind
+        for child in psutil.Process().children(recursive=True):
+            child.kill()
     reader.join(timeout=10)
     log = "".join(lines)
     assert "owl2 train: SIGTERM passed to ranks" in log
@@ -155,4 +159,6 @@ def test_sigterm_to_the_process_group_of_owl2_train_checkpoints_on_every_rank(to
     assert {"rng-0.safetensors", "rng-1.safetensors"} <= set(manifest.read_manifest(tmp_path / f"checkpoint-{step}"))
     assert [r["step"] for r in read_metrics(tmp_path)] == list(range(1, step + 1))
     assert not psutil.Process().children(recursive=True)  # the launcher's session is gone too
+    port = command[command.index("--master_port") + 1]
+    assert not list(Path("/dev/shm").glob(f"deepspeed_allreduce_buffer_*_{port}_*"))  # nothing left in RAM
 
