@@ -11,7 +11,6 @@ import argparse
 import contextlib
 import io
 import os
-import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from deepspeed.checkpoint import ds_to_universal
 from torch import nn
 
 from owl2.train.config import ConfigError, TrainConfig
+from owl2.train.launch import free_port
 
 
 def init_distributed() -> None:
@@ -31,10 +31,7 @@ def init_distributed() -> None:
     if dist.is_initialized():
         return
     if "RANK" not in os.environ:  # plain `python tools/train.py` or an in-process call
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+        os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
     backend = "gloo" if get_accelerator().device_name() == "cpu" else get_accelerator().communication_backend_name()
     deepspeed.init_distributed(dist_backend=backend)
     release_shm_buffer()

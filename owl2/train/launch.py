@@ -35,6 +35,13 @@ LAUNCHER_MODULE = "deepspeed.launcher.launch"
 """The module of the per-node process that starts the ranks: its children are the ranks."""
 
 
+def free_port() -> int:
+    """A TCP port free on this machine now (for a rendezvous)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def launcher_command(nproc: int, train_args: list[str], master_port: int | None = None) -> list[str]:
     """`deepspeed --num_gpus nproc --master_port P --module owl2.train TRAIN_ARGS` with this interpreter.
 
@@ -44,9 +51,7 @@ def launcher_command(nproc: int, train_args: list[str], master_port: int | None 
     if nproc < 1:
         raise ValueError(f"--nproc must be at least 1, got {nproc}")
     if master_port is None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            master_port = s.getsockname()[1]
+        master_port = free_port()
     return [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", str(nproc),
             "--master_port", str(master_port), "--module", "owl2.train", *train_args]
 

@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -22,6 +21,7 @@ import pytest
 import torch
 
 from owl2.train import manifest, run
+from owl2.train.launch import free_port
 from owl2.train import checkpoint as ckpt
 from owl2.train.metrics import read_metrics
 from owl2.train.preemption import REQUEUE_EXIT, REQUEUE_FILE
@@ -38,9 +38,7 @@ pytestmark = pytest.mark.skipif(shutil.which(str(DEEPSPEED)) is None, reason="de
 def launcher_command(script: str, stage: int, output_dir: Path, *overrides: str) -> tuple[list[str], dict[str, str]]:
     """The `deepspeed --num_gpus 2` command (CPU accelerator, a free port) for `script` on the smoke config of
     `stage`, and its environment."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     sets = [arg for o in [*TINY, f"output_dir={output_dir}", *overrides] for arg in ("--set", o)]
     cmd = [str(DEEPSPEED), "--num_gpus", "2", "--master_port", str(port), script, "--config", str(SMOKE[stage]), *sets]
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
