@@ -45,16 +45,15 @@ class ModalityRouting:
     Attributes:
         modality_ids: `(B, T)` modality index of each token (see `owl2.config.MODALITIES`).
         single: the modality of every token when the batch holds only one, else None.
-        order: flat token indices sorted by modality (stable), when mixed.
-        inverse: the permutation that undoes `order`, when mixed.
-        counts: tokens per modality (host ints), when mixed.
+        indices: when mixed, per modality the flat indices of its tokens, in order (their lengths are the
+            token counts: sizes, which a compiled block treats as dynamic, not host ints it would bake in).
+        inverse: when mixed, `(B, T)`: where each token's output is among the modalities' outputs, concatenated.
     """
 
     modality_ids: torch.Tensor
     single: int | None
-    order: torch.Tensor | None = None
+    indices: tuple[torch.Tensor, ...] | None = None
     inverse: torch.Tensor | None = None
-    counts: tuple[int, ...] | None = None
 
     @classmethod
     def uniform(cls, shape: tuple[int, int], modality: int, device: torch.device) -> ModalityRouting:
@@ -64,14 +63,19 @@ class ModalityRouting:
     @classmethod
     def from_ids(cls, modality_ids: torch.Tensor, num_modalities: int = len(MODALITIES)) -> ModalityRouting:
         """Routing for arbitrary modality ids (one host sync, for the per-modality token counts)."""
-        counts = tuple(torch.bincount(modality_ids.flatten(), minlength=num_modalities).tolist())
+        counts = torch.bincount(modality_ids.flatten(), minlength=num_modalities).tolist()
         present = [m for m, c in enumerate(counts) if c]
         if len(present) == 1:
             return cls(modality_ids, single=present[0])
-        order = torch.argsort(modality_ids.flatten(), stable=True)
+        order = torch.argsort(modality_ids.flatten(), stable=True)  # (B*T,) tokens sorted by modality
         inverse = torch.empty_like(order)
         inverse[order] = torch.arange(order.numel(), device=order.device)
-        return cls(modality_ids, single=None, order=order, inverse=inverse, counts=counts)
+        return cls(modality_ids, single=None, indices=order.split(counts), inverse=inverse.view_as(modality_ids))
+
+    @property
+    def counts(self) -> tuple[int, ...] | None:
+        """Tokens per modality, when mixed."""
+        return None if self.indices is None else tuple(len(index) for index in self.indices)
 
 
 class ModalityLinear(nn.ModuleDict):
@@ -88,10 +92,10 @@ class ModalityLinear(nn.ModuleDict):
         branches = list(self.values())
         if routing.single is not None:
             return branches[routing.single](x)
-        batch, seq, width = x.shape
-        by_modality = x.reshape(batch * seq, width).index_select(0, routing.order).split(routing.counts)
-        out = torch.cat([branch(chunk) for branch, chunk in zip(branches, by_modality)])  # (B*T, out) sorted
-        return out.index_select(0, routing.inverse).view(batch, seq, -1)
+        flat = x.flatten(0, 1)  # (B*T, in)
+        out = torch.cat([branch(flat.index_select(0, index)) for branch, index in zip(branches, routing.indices)])
+        # Indexing by the (B, T) inverse, not a view of a flat result, keeps the sizes symbolic when compiled.
+        return out[routing.inverse]  # (B, T, out)
 
 
 class ModalityRMSNorm(nn.ModuleDict):

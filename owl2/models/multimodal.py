@@ -235,6 +235,10 @@ class MultimodalPreTrainedModel(PreTrainedModel):
         """Modality name -> its placeholder id in `input_ids`."""
         raise NotImplementedError
 
+    def tokens_per_input(self) -> dict[str, int]:
+        """Modality name -> the LLM tokens each of its inputs becomes (what a placeholder grows to)."""
+        raise NotImplementedError
+
     def embed_modality_inputs(self, modality_inputs: Any) -> list[ModalityTokens]:
         """The family's raw inputs -> one `ModalityTokens` per modality it knows (empty blocks for those absent)."""
         raise NotImplementedError
@@ -261,12 +265,19 @@ class MultimodalPreTrainedModel(PreTrainedModel):
         `modality_inputs` (None for text only) goes to `embed_modality_inputs`; the other arguments are
         documented on the families' `forward`.
         """
-        cached = cache.get_seq_length() if cache is not None else 0
+        position_ids = kwargs.pop("position_ids", None)
+        prepared_mask = attention_mask is not None and attention_mask.ndim == 4
+        if prepared_mask and (modality_inputs is not None or position_ids is None or cache is None):
+            raise ValueError(
+                "a 4-D attention_mask (what generation prepares for a static cache) is accepted in decoding steps "
+                f"only: with a cache and position_ids, without {self.modality_inputs_name}"
+            )
+        continuing = prepared_mask or self._continues_cache(input_ids, attention_mask, cache)
         if use_cache is None:
             use_cache = self.config.get_text_config().use_cache and not self.training
         modality_ids = None
         if modality_inputs is not None:
-            if cached:
+            if continuing:
                 raise ValueError(
                     f"{self.modality_inputs_name} can only be given with an empty cache (the prompt's first forward)"
                 )
@@ -281,15 +292,17 @@ class MultimodalPreTrainedModel(PreTrainedModel):
             inputs_embeds, attention_mask, labels = merged.inputs_embeds, merged.attention_mask, merged.labels
             modality_ids = merged.modality_ids
         else:
-            if not cached:
+            if not continuing:
                 self._refuse_placeholders(input_ids)
             inputs_embeds = self.get_input_embeddings()(input_ids)
 
         seq = inputs_embeds.shape[1]
         if attention_mask is None:
+            cached = cache.get_seq_length() if continuing else 0
             attention_mask = torch.ones(inputs_embeds.shape[0], cached + seq, dtype=torch.long, device=input_ids.device)
-        packed = not cached and bool(attention_mask.max() > 1)
-        position_ids = positions_from_mask(attention_mask, packed)[:, -seq:]
+        packed = not continuing and bool(attention_mask.max() > 1)
+        if position_ids is None:
+            position_ids = positions_from_mask(attention_mask, packed)[:, -seq:]
         if packed:
             use_cache = False
             if labels is not None:  # a sample's first token is no target of the sample before it
@@ -318,8 +331,22 @@ class MultimodalPreTrainedModel(PreTrainedModel):
             cache=outputs.cache,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
-            attention_mask=attention_mask,
+            attention_mask=None if prepared_mask else attention_mask,  # generation extends its own 2-D mask
         )
+
+    @staticmethod
+    def _continues_cache(input_ids: torch.LongTensor, attention_mask: torch.Tensor | None, cache: Cache | None) -> bool:
+        """Whether this forward continues a filled cache (a decoding step) rather than starting one.
+
+        Read from shapes where it can be: during generation the mask covers the cached tokens too, so it is
+        longer than `input_ids` exactly when the cache holds something. That keeps a compiled decoding step
+        free of host syncs (a static cache's length is a tensor). Without a mask, the cache is asked.
+        """
+        if cache is None:
+            return False
+        if attention_mask is not None:
+            return attention_mask.shape[1] > input_ids.shape[1]
+        return bool(cache.get_seq_length() > 0)
 
     def _refuse_placeholders(self, input_ids: torch.LongTensor) -> None:
         """Raise if a prompt given without modality inputs holds any negative id (one host sync)."""
@@ -353,6 +380,10 @@ def repeat_inputs_per_row(
     return inputs.index_select(0, torch.cat(index).to(inputs.device))
 
 
+_SPLICE_GROWTH = "_owl2_splice_growth"
+"""Generation keyword carrying `splice_growth` from input expansion to cache sizing; never reaches a forward."""
+
+
 class MultimodalGenerationMixin(GenerationMixin):
     """transformers' `GenerationMixin` for a `MultimodalPreTrainedModel`.
 
@@ -379,10 +410,36 @@ class MultimodalGenerationMixin(GenerationMixin):
                 }
         if raw is not None:
             kwargs[self.modality_inputs_name] = raw
+            if expanded_ids is not None:
+                kwargs[_SPLICE_GROWTH] = self.splice_growth(expanded_ids)
         return expanded_ids, kwargs
+
+    def splice_growth(self, input_ids: torch.LongTensor) -> int:
+        """Tokens the longest row gains when its placeholders become their blocks (one host sync)."""
+        growth = torch.zeros(input_ids.shape[0], dtype=torch.long, device=input_ids.device)
+        for name, placeholder in self.placeholder_ids().items():
+            growth += (input_ids == placeholder).sum(dim=1) * (self.tokens_per_input()[name] - 1)
+        return int(growth.max()) if growth.numel() else 0
+
+    def _prepare_cache_for_generation(self, generation_config, model_kwargs, generation_mode, batch_size,
+                                      max_cache_length):  # fmt: skip
+        # transformers sizes a static cache for the prompt as given; the splice makes rows longer.
+        max_cache_length += model_kwargs.pop(_SPLICE_GROWTH, 0)
+        return super()._prepare_cache_for_generation(
+            generation_config, model_kwargs, generation_mode, batch_size, max_cache_length
+        )
 
     def prepare_inputs_for_generation(self, *args, is_first_iteration: bool | None = False, **kwargs) -> dict:
         inputs = super().prepare_inputs_for_generation(*args, is_first_iteration=is_first_iteration, **kwargs)
+        mask = kwargs.get("attention_mask")
+        if mask is not None and inputs.get("attention_mask") is not mask:
+            # A static cache: transformers turned the 2-D mask into a 4-D one of the cache's fixed length. The
+            # prompt's forward needs the 2-D mask to splice; a decoding step (compiled) keeps the 4-D one and
+            # gets its positions here, counted as the forward counts them.
+            if is_first_iteration:
+                inputs["attention_mask"] = mask
+            elif inputs.get("position_ids") is None:
+                inputs["position_ids"] = positions_from_mask(mask, packed=False)[:, -inputs["input_ids"].shape[1] :]
         inputs["padding_side"] = "left"  # generated tokens are appended on the right of every row
         if not is_first_iteration and kwargs.get("use_cache", True):
             inputs.pop(self.modality_inputs_name, None)  # transformers drops `pixel_values` itself, not the others

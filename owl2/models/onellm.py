@@ -167,6 +167,9 @@ class OneLLMModel(OneLLMPreTrainedModel, MultimodalGenerationMixin):
     def placeholder_ids(self) -> dict[str, int]:
         return {m: self.config.modality_token_index[m] for m in self.config.modalities}
 
+    def tokens_per_input(self) -> dict[str, int]:
+        return dict.fromkeys(self.config.modalities, self.config.num_tokens_per_input)
+
     def embed_modality_inputs(self, modality_inputs: Mapping[str, torch.Tensor]) -> list[ModalityTokens]:
         modalities = self.config.modalities
         unknown = [m for m in modality_inputs if m not in modalities]

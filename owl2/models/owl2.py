@@ -146,6 +146,9 @@ class Owl2Model(Owl2PreTrainedModel, MultimodalGenerationMixin):
     def placeholder_ids(self) -> dict[str, int]:
         return {"image": self.config.image_token_index}
 
+    def tokens_per_input(self) -> dict[str, int]:
+        return {"image": self.config.num_image_tokens}
+
     def embed_modality_inputs(self, pixel_values: torch.Tensor) -> list[ModalityTokens]:
         return [self._image_tokens(self.encode_images(pixel_values))]
 

@@ -185,6 +185,9 @@ class TrainConfig:
     """Train in bfloat16 with fp32 master weights (DeepSpeed `bf16.enabled`)."""
     activation_checkpointing: bool = False
     """Recompute activations in the backward pass (ViT blocks and decoder layers) to save memory."""
+    compile: bool = False
+    """`torch.compile` every block of the model (decoder layers, ViT blocks, abstractor layers; see
+    `owl2.compile.compile_blocks`) before training; the first steps of each new shape pay the compile time."""
     deepspeed: str | dict[str, Any] = "configs/deepspeed/zero2.json"
     """DeepSpeed config: a JSON path (see `FILE_RELATIVE_KEYS`) or an inline dict; its batch, precision and
     clipping keys are filled from the fields here."""

@@ -26,6 +26,7 @@ import yaml
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from owl2.compile import compile_blocks
 from owl2.constants import IGNORE_INDEX
 from owl2.data.dataset import Collator
 from owl2.families import config_model_type, family, model_type
@@ -152,6 +153,8 @@ def _run(config: TrainConfig, stop: StopSignals) -> Path:
 
         init_from_image(model, config.init_from_image)  # on resume the checkpoint holds the result
     apply_policy(model, stage_patterns(config, model))
+    if config.compile:
+        compile_blocks(model)
     dataset, processor = build_data(config, model)
     mixture = mixture_sources(dataset, config) if config.data.sources else None
     sampler = ResumableSampler(dataset.lengths, config, world, rank, dataset.groups, mixture)

@@ -18,11 +18,13 @@ def _mixed_ids(batch=2, seq=7, seed=0):
 
 def test_routing_is_uniform_when_one_modality_is_present():
     routing = ModalityRouting.from_ids(torch.ones(2, 5, dtype=torch.long))
-    assert routing.single == 1 and routing.order is None
+    assert routing.single == 1 and routing.indices is None and routing.counts is None
     mixed = ModalityRouting.from_ids(_mixed_ids())
-    assert mixed.single is None and sum(mixed.counts) == 14
     flat = mixed.modality_ids.flatten()
-    assert torch.equal(flat[mixed.order][mixed.inverse], flat)
+    assert mixed.single is None and mixed.counts[:2] == (int((flat == 0).sum()), int((flat == 1).sum()))
+    for modality, index in enumerate(mixed.indices):
+        assert bool((flat[index] == modality).all()) and bool((index.diff() > 0).all())  # its tokens, in order
+    assert torch.equal(torch.cat([flat[index] for index in mixed.indices])[mixed.inverse], mixed.modality_ids)
 
 
 def test_modality_linear_applies_each_branch_to_its_own_tokens():
