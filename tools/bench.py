@@ -30,11 +30,13 @@ Method (`owl2.bench.time_alternating`): warm-up calls, then rounds alternating b
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import platform
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -43,6 +45,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from owl2 import Owl2Config, Owl2Model
+from owl2.compile import compile_blocks, generation_compile_kwargs
 from owl2.config import OneLLMProjectionConfig
 from owl2.bench import (
     abstractor_flops,
@@ -52,6 +55,7 @@ from owl2.bench import (
     prefill_flops,
     ratio,
     reset_peak_memory,
+    synchronize,
     time_alternating,
 )
 from owl2.checkpoint.llama import llama_to_owl2
@@ -60,7 +64,7 @@ from owl2.models.decoder import ModalityRouting
 from owl2.models.upm import UniversalProjection
 
 REPO = Path(__file__).resolve().parents[1]
-SECTIONS = ("overhead", "generation", "end_to_end", "abstractor", "packing", "upm")
+SECTIONS = ("overhead", "generation", "end_to_end", "abstractor", "packing", "upm", "compile")
 TEXT, IMAGE = MODALITIES.index("text"), MODALITIES.index("image")
 
 
@@ -160,6 +164,7 @@ class Context:
     device: torch.device
     dtype: torch.dtype
     rows: list[Row] = field(default_factory=list)
+    compile_backend: str = "inductor"
 
 
 # -- models --------------------------------------------------------------------------------------------
@@ -548,6 +553,67 @@ def bench_packing(ctx: Context) -> dict:
 # -- driver --------------------------------------------------------------------------------------------
 
 
+def _timed(fn: Callable[[], object], device: torch.device) -> float:
+    synchronize(device)
+    start = time.perf_counter()
+    fn()
+    synchronize(device)
+    return time.perf_counter() - start
+
+
+def bench_compile(ctx: Context) -> dict:
+    """Section 7: `owl2.compile`, compiled against eager: the end-to-end training step (`compile_blocks`) and
+    greedy decoding (static cache, compiled step), compile time apart from the steady state.
+
+    Compile time is the first compiled call minus an eager call of the same work; the steady state is the
+    alternating medians after that first call.
+    """
+    size = ctx.size
+    config = owl2_config(size, toy_vision=False)
+    torch.manual_seed(0)
+    eager = Owl2Model(config).to(ctx.device, ctx.dtype).train()
+    compiled = copy.deepcopy(eager)
+    compile_blocks(compiled, backend=ctx.compile_backend)
+    vocab, image = size.text["vocab_size"], config.vision_config.image_size
+    ids = torch.randint(3, vocab, (size.batch, size.e2e_text_tokens), device=ctx.device)
+    ids[:, 1] = config.image_token_index
+    pixels = torch.randn(size.batch, 3, image, image, device=ctx.device, dtype=ctx.dtype)
+    steps = {name: train_step(model, input_ids=ids, labels=ids.clamp(min=0), pixel_values=pixels)
+             for name, model in (("compiled", compiled), ("eager", eager))}  # fmt: skip
+    first = {name: _timed(step, ctx.device) for name, step in steps.items()}
+    timings = time_alternating(steps, size.repeats, size.warmup, ctx.device)
+    train = {"compile_s": first["compiled"] - timings["eager"].median, "compiled_s": timings["compiled"].median,
+             "eager_s": timings["eager"].median} | ratio(timings, "eager", "compiled")  # fmt: skip
+
+    owl, _ = build_pair(ctx)
+    owl.eval()
+    new = size.gen_new_tokens
+    options = dict(max_new_tokens=new, min_new_tokens=new, do_sample=False, pad_token_id=0)
+    generation = {}
+    for batch in size.gen_batches:
+        prompt = torch.randint(3, vocab, (batch, size.gen_prompt), device=ctx.device)
+        calls = {
+            "compiled": lambda: owl.generate(input_ids=prompt, **options, **generation_compile_kwargs(owl, ctx.compile_backend)),
+            "eager": lambda: owl.generate(input_ids=prompt, **options),
+        }
+        first = {name: _timed(call, ctx.device) for name, call in calls.items()}
+        timings = time_alternating(calls, size.repeats, size.warmup, ctx.device)
+        generation[f"batch_{batch}"] = {
+            "compile_s": first["compiled"] - timings["eager"].median,
+            "compiled_tokens_per_s": batch * new / timings["compiled"].median,
+            "eager_tokens_per_s": batch * new / timings["eager"].median,
+        } | ratio(timings, "eager", "compiled")
+    layout = f"B={size.batch}, {image} px image + {size.e2e_text_tokens - 1} text"
+    ctx.rows.append(Row("compile", "train step s, compiled vs eager", train["compiled_s"], train["eager_s"],
+                        train["ratio_of_medians"], ">= 1.5 (issue 22)", f"{layout}; compile {train['compile_s']:.0f} s"))
+    for batch in size.gen_batches:
+        g = generation[f"batch_{batch}"]
+        ctx.rows.append(Row("compile", f"decode tokens/s, batch {batch}, static+compiled vs dynamic eager",
+                            g["compiled_tokens_per_s"], g["eager_tokens_per_s"], g["ratio_of_medians"], ">= 1.5",
+                            f"prompt {size.gen_prompt}, {new} new; compile {g['compile_s']:.0f} s"))  # fmt: skip
+    return {"train_step": train, "generation": generation, "layout": layout}
+
+
 def cpu_name() -> str:
     """The CPU's model name from /proc/cpuinfo (Linux), else what `platform` knows."""
     try:
@@ -574,14 +640,15 @@ def format_table(rows: list[Row]) -> str:
     return "\n".join(out)
 
 
-def run(size: Size, device: torch.device, sections: tuple[str, ...] = SECTIONS, threads: int | None = None) -> dict:
+def run(size: Size, device: torch.device, sections: tuple[str, ...] = SECTIONS, threads: int | None = None,
+        compile_backend: str = "inductor") -> dict:  # fmt: skip
     """Run `sections` at `size` on `device`; returns the JSON-able results (the table rows included)."""
     if threads is not None:
         torch.set_num_threads(threads)
-    ctx = Context(size, device, getattr(torch, size.dtype))
+    ctx = Context(size, device, getattr(torch, size.dtype), compile_backend=compile_backend)
     benches = {
         "overhead": bench_overhead, "generation": bench_generation, "end_to_end": bench_end_to_end,
-        "abstractor": bench_abstractor, "packing": bench_packing, "upm": bench_upm,
+        "abstractor": bench_abstractor, "packing": bench_packing, "upm": bench_upm, "compile": bench_compile,
     }  # fmt: skip
     results: dict = {
         "machine": {
@@ -611,6 +678,10 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
     parser.add_argument("--repeats", type=int, help="override the mode's rounds per comparison")
+    parser.add_argument(
+        "--compile-backend", default="inductor",
+        help="torch.compile backend of the compile section (aot_eager: tracing only, no code generation)",
+    )  # fmt: skip
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args(argv)
 
@@ -623,7 +694,8 @@ def main(argv: list[str] | None = None) -> int:
         size = SIZES["gpu"]
     if args.repeats:
         size = replace(size, repeats=args.repeats)
-    results = run(size, device, tuple(args.sections), args.threads if device.type == "cpu" else None)
+    results = run(size, device, tuple(args.sections), args.threads if device.type == "cpu" else None,
+                  args.compile_backend)  # fmt: skip
     machine = results["machine"]
     print(f"owl2 bench: {size.name} dims on {device} ({machine['device']}, {machine.get('cpu_count')} CPUs, "
           f"{machine['threads']} torch threads, {size.dtype})")  # fmt: skip

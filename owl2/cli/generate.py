@@ -43,6 +43,10 @@ def add_parser(subparsers) -> None:
         "--prompt-suffix", default="", help='text appended to each question, e.g. "Answer the question using a single word or phrase."'
     )  # fmt: skip
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: cuda if available)")
+    parser.add_argument(
+        "--compile", action="store_true",
+        help="decode over a static cache with a torch.compile'd step (the first batches pay the compile time)",
+    )  # fmt: skip
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run_generate)
 
@@ -116,7 +120,7 @@ def run_generate(args: argparse.Namespace) -> int:
     ) as progress:
         for start in range(0, len(todo), args.batch_size):
             batch = todo[start : start + args.batch_size]
-            answers = answer_batch(model, processor, batch, args.max_new_tokens, args.prompt_suffix)
+            answers = answer_batch(model, processor, batch, args.max_new_tokens, args.prompt_suffix, args.compile)
             for question, answer in zip(batch, answers):
                 text = PLACEHOLDER_PATTERN.sub("", question.text).strip()
                 record = {"id": question.id, "question": text, "answer": answer, **question.extra}

@@ -30,7 +30,8 @@ def results(tmp_path_factory):
     threads = torch.get_num_threads()
     path = tmp_path_factory.mktemp("bench") / "bench.json"
     try:
-        assert load_tool().main(["--tiny", "--json", str(path)]) == 0
+        # aot_eager: the compile section's tracing without a minute of C++ code generation
+        assert load_tool().main(["--tiny", "--compile-backend", "aot_eager", "--json", str(path)]) == 0
     finally:
         torch.set_num_threads(threads)  # the tool sets its own; leave the rest of the session as it was
     return json.loads(path.read_text())
@@ -41,7 +42,7 @@ def positive(x) -> bool:
 
 
 def test_every_section_and_the_machine_are_recorded(results):
-    sections = {"overhead", "generation", "end_to_end", "abstractor", "packing", "upm"}
+    sections = {"overhead", "generation", "end_to_end", "abstractor", "packing", "upm", "compile"}
     assert {"machine", "size", "rows", *sections} <= set(results)
     assert results["machine"]["threads"] == 1 and results["size"]["name"] == "tiny"
     assert {row["section"] for row in results["rows"]} == sections
@@ -92,3 +93,14 @@ def test_upm_against_the_release_loop(results):
         assert positive(upm[key]["speedup"]["ratio_of_medians"])
     assert upm["max_abs_difference"] < 1e-4  # the same function: batched experts, the same weights
     assert upm["dims"]["clip_tokens"] == 257
+
+
+def test_compile_section(results):
+    section = results["compile"]
+    train = section["train_step"]
+    assert positive(train["compiled_s"]) and positive(train["eager_s"]) and positive(train["ratio_of_medians"])
+    assert isinstance(train["compile_s"], float)  # compile time, apart from the steady state (may be ~0 here)
+    for batch in (1, 2):
+        g = section["generation"][f"batch_{batch}"]
+        assert positive(g["compiled_tokens_per_s"]) and positive(g["eager_tokens_per_s"])
+    assert sum(row["section"] == "compile" for row in results["rows"]) == 3

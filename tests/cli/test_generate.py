@@ -31,6 +31,14 @@ def test_batched_equals_one_by_one_and_carries_fields(model_dir, tiny_data, tmp_
     assert "image" not in a["text-0"]
 
 
+def test_compiled_decoding_gives_the_same_answers(model_dir, tiny_data, tmp_path):
+    eager, compiled = tmp_path / "eager.jsonl", tmp_path / "compiled.jsonl"
+    assert generate(model_dir, tiny_data["questions"], eager, "--batch-size", "3") == 0
+    assert generate(model_dir, tiny_data["questions"], compiled, "--batch-size", "3", "--compile") == 0
+    a, b = read_answers(eager), read_answers(compiled)
+    assert len(a) == 6 and {k: v["answer"] for k, v in a.items()} == {k: v["answer"] for k, v in b.items()}
+
+
 def test_resume_skips_answered_ids_and_repairs_a_torn_line(model_dir, tiny_data, tmp_path):
     full = tmp_path / "full.jsonl"
     assert generate(model_dir, tiny_data["questions"], full, "--batch-size", "4") == 0
