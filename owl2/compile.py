@@ -24,6 +24,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from owl2.models import varlen
+
 
 def generation_compile_kwargs(model: nn.Module, backend: str = "inductor", mode: str | None = None) -> dict[str, Any]:
     """Keywords for `model.generate` that compile its decoding steps over a static cache.
@@ -58,6 +60,12 @@ def compile_blocks(model: nn.Module, backend: str = "inductor", mode: str | None
     Raises:
         ValueError: If the model names no block classes, or none of its modules is one.
     """
+    config = getattr(model, "config", None)
+    if config is not None and getattr(config.get_text_config(), "_attn_implementation", None) == varlen.NAME:
+        raise ValueError(
+            f"attn_implementation {varlen.NAME!r} finds its samples on the host, which breaks a compiled graph; "
+            "compile with 'sdpa' (or 'flash_attention_2'), or train eagerly"
+        )
     classes = set(getattr(model, "_no_split_modules", None) or ())
     if not classes:
         raise ValueError(f"{type(model).__name__} lists no block classes in _no_split_modules; nothing to compile")

@@ -147,3 +147,10 @@ def test_compiled_blocks_trace_onellm_with_activation_checkpointing():
 def test_compile_blocks_refuses_a_model_without_block_classes():
     with pytest.raises(ValueError, match="_no_split_modules"):
         compile_blocks(torch.nn.Linear(2, 2))
+
+
+def test_compile_blocks_refuses_the_host_synced_varlen_attention():
+    model = toy_model()
+    model.config.text_config._attn_implementation = "owl2_varlen"
+    with pytest.raises(ValueError, match="owl2_varlen"):
+        compile_blocks(model)

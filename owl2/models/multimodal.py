@@ -32,6 +32,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.modeling_utils import slice_logits_to_keep
 
 from owl2.constants import IGNORE_INDEX
+from owl2.models import varlen  # noqa: F401  (registers attn_implementation="owl2_varlen" with transformers)
 
 TEXT_MODALITY_ID = 0
 """Modality id of text tokens and padding in `MergedInputs.modality_ids` (`owl2.constants.MODALITIES[0]`)."""
