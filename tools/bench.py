@@ -17,6 +17,10 @@ Sections (each prints table rows and fills one key of the JSON):
    layer for the kept modality tokens only, the router table cached at inference) vs the release's loop
    (each expert over the whole sequence, one after another, the router run on every call), restated on the
    same modules and weights: inference forward and a training forward + backward.  goal >= 2
+7. `compile`: `owl2.compile`, compiled against eager: the end-to-end training step and greedy decoding over a
+   static cache, compile time reported apart from the steady state.              goal >= 1.5
+8. `profile`: `torch.profiler` over the end-to-end training step (eager) and one greedy decoding step: the
+   operators that take the most time, by self time, so the largest costs can be taken one by one.
 
 Method (`owl2.bench.time_alternating`): warm-up calls, then rounds alternating between contenders
 (order flipped every round), median per contender, ratios of medians. Run it with:
@@ -64,7 +68,7 @@ from owl2.models.decoder import ModalityRouting
 from owl2.models.upm import UniversalProjection
 
 REPO = Path(__file__).resolve().parents[1]
-SECTIONS = ("overhead", "generation", "end_to_end", "abstractor", "packing", "upm", "compile")
+SECTIONS = ("overhead", "generation", "end_to_end", "abstractor", "packing", "upm", "compile", "profile")
 TEXT, IMAGE = MODALITIES.index("text"), MODALITIES.index("image")
 
 
@@ -614,6 +618,65 @@ def bench_compile(ctx: Context) -> dict:
     return {"train_step": train, "generation": generation, "layout": layout}
 
 
+def _top_operators(prof, count: int) -> list[dict]:
+    """The `count` operators with the most self time (device time on a GPU), as JSON rows."""
+    cuda = any(getattr(e, "self_device_time_total", 0) for e in prof.key_averages())
+    key = "self_device_time_total" if cuda else "self_cpu_time_total"
+    events = sorted(prof.key_averages(), key=lambda e: getattr(e, key), reverse=True)
+    total = sum(getattr(e, key) for e in events) or 1.0
+    return [{"operator": e.key, "self_ms": getattr(e, key) / 1e3, "share": getattr(e, key) / total,
+             "calls": e.count} for e in events[:count]]  # fmt: skip
+
+
+def bench_profile(ctx: Context, top: int = 12, steps: int = 3) -> dict:
+    """Section 8: where the time goes, by operator: the end-to-end training step (section 3's work, eager,
+    without the optimizer) and one decoding step of greedy generation (section 2's decoder, batch 1)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if ctx.device.type == "cuda" else [])
+    size = ctx.size
+    config = owl2_config(size, toy_vision=False)
+    torch.manual_seed(0)
+    model = Owl2Model(config).to(ctx.device, ctx.dtype).train()
+    vocab, image = size.text["vocab_size"], config.vision_config.image_size
+    ids = torch.randint(3, vocab, (size.batch, size.e2e_text_tokens), device=ctx.device)
+    ids[:, 1] = config.image_token_index
+    pixels = torch.randn(size.batch, 3, image, image, device=ctx.device, dtype=ctx.dtype)
+    step = train_step(model, input_ids=ids, labels=ids.clone(), pixel_values=pixels)
+
+    owl, _ = build_pair(ctx)
+    owl.eval()
+    prompt = torch.randint(3, vocab, (1, size.gen_prompt), device=ctx.device)
+    with torch.no_grad():
+        prefill = owl(input_ids=prompt, use_cache=True)
+    cache, token = prefill.cache, prefill.logits[:, -1:].argmax(-1)
+    mask = torch.ones(1, size.gen_prompt + 1, dtype=torch.long, device=ctx.device)
+    length = cache.get_seq_length()
+
+    def decode() -> None:
+        with torch.no_grad():
+            owl(input_ids=token, attention_mask=mask, cache=cache, use_cache=True)
+        cache.crop(-(cache.get_seq_length() - length))  # drop the new token: the same step again, same cache
+
+    result = {}
+    for name, fn in (("train_step", step), ("decode_step", decode)):
+        fn()  # warm-up, unrecorded
+        synchronize(ctx.device)
+        wall = time.perf_counter()
+        with profile(activities=activities) as prof:
+            for _ in range(steps):
+                fn()
+            synchronize(ctx.device)
+        wall = (time.perf_counter() - wall) / steps
+        ops = _top_operators(prof, top)
+        result[name] = {"top_operators": ops, "steps": steps, "wall_s_per_step_profiled": wall}
+        ctx.rows.append(Row("profile", f"{name}: wall ms/step (profiled)", wall * 1e3))
+        for op in ops[:6]:
+            ctx.rows.append(Row("profile", f"{name}: {op['operator']}, self ms/step", op["self_ms"] / steps,
+                                note=f"{op['share']:.0%} of self time, {op['calls'] // steps} calls/step"))  # fmt: skip
+    return result
+
+
 def cpu_name() -> str:
     """The CPU's model name from /proc/cpuinfo (Linux), else what `platform` knows."""
     try:
@@ -649,6 +712,7 @@ def run(size: Size, device: torch.device, sections: tuple[str, ...] = SECTIONS, 
     benches = {
         "overhead": bench_overhead, "generation": bench_generation, "end_to_end": bench_end_to_end,
         "abstractor": bench_abstractor, "packing": bench_packing, "upm": bench_upm, "compile": bench_compile,
+        "profile": bench_profile,
     }  # fmt: skip
     results: dict = {
         "machine": {

@@ -42,7 +42,7 @@ def positive(x) -> bool:
 
 
 def test_every_section_and_the_machine_are_recorded(results):
-    sections = {"overhead", "generation", "end_to_end", "abstractor", "packing", "upm", "compile"}
+    sections = {"overhead", "generation", "end_to_end", "abstractor", "packing", "upm", "compile", "profile"}
     assert {"machine", "size", "rows", *sections} <= set(results)
     assert results["machine"]["threads"] == 1 and results["size"]["name"] == "tiny"
     assert {row["section"] for row in results["rows"]} == sections
@@ -104,3 +104,13 @@ def test_compile_section(results):
         g = section["generation"][f"batch_{batch}"]
         assert positive(g["compiled_tokens_per_s"]) and positive(g["eager_tokens_per_s"])
     assert sum(row["section"] == "compile" for row in results["rows"]) == 3
+
+
+def test_profile_section(results):
+    for name in ("train_step", "decode_step"):
+        section = results["profile"][name]
+        ops = section["top_operators"]
+        assert positive(section["wall_s_per_step_profiled"]) and ops
+        assert [op["self_ms"] for op in ops] == sorted((op["self_ms"] for op in ops), reverse=True)
+        assert all(0 < op["share"] <= 1 for op in ops) and sum(op["share"] for op in ops) <= 1 + 1e-9
+    assert any(op["operator"] in ("aten::mm", "aten::addmm") for op in results["profile"]["train_step"]["top_operators"])
