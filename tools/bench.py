@@ -395,6 +395,70 @@ def release_upm_forward(upm: UniversalProjection, features: torch.Tensor, modali
     return upm.out_proj[modality](mixed)  # (N, Q, D_llm)
 
 
+class ReleaseLoopProjection(UniversalProjection):
+    """The UPM computing the release's loop (`release_upm_forward`), to put in a whole OneLLM model."""
+
+    forward = release_upm_forward
+
+
+def onellm_pair(ctx: Context) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """An image-only `OneLLMModel` at the section's dims (CLIP from `size.vision` at patch 14, the UPM from
+    `size.upm`, LLaMA from `size.text`) and a copy whose UPM runs the release's loop, same weights, eval mode."""
+    from owl2.config import OneLLMConfig
+    from owl2.models.onellm import OneLLMModel
+
+    size = ctx.size
+    toy = json.loads((REPO / "configs" / "model" / "onellm-toy.json").read_text())
+    toy.pop("model_type")
+    config = OneLLMConfig(**{**toy, "modalities": ["image"], "modality_token_index": {"image": toy["modality_token_index"]["image"]},
+                             "vision_config": {**toy["vision_config"], **size.vision, "patch_size": 14},
+                             "projection_config": {**toy["projection_config"], **size.upm}, "text_config": dict(size.text)})  # fmt: skip
+    config._attn_implementation = "sdpa"
+    torch.manual_seed(0)
+    model = OneLLMModel(config).to(ctx.device, ctx.dtype).eval()
+    release = copy.deepcopy(model)
+    loop = ReleaseLoopProjection(config.projection_config, ["image"], model.projection.input_size, model.projection.output_size)
+    loop.load_state_dict(model.projection.state_dict())
+    release.projection = loop.to(ctx.device, ctx.dtype).eval()
+    return model, release
+
+
+def bench_onellm_with_upm(ctx: Context) -> dict:
+    """The whole OneLLM forward (one image + text per sample) and greedy generation, owl2's UPM vs the loop."""
+    size = ctx.size
+    owl, release = onellm_pair(ctx)
+    config = owl.config
+    ids = torch.randint(3, size.text["vocab_size"], (size.batch, size.e2e_text_tokens), device=ctx.device)
+    ids[:, 1] = config.modality_token_index["image"]
+    image = config.vision_config.image_size
+    pixels = torch.randn(size.batch, 3, image, image, device=ctx.device, dtype=ctx.dtype)
+    with torch.no_grad():
+        error = (owl(input_ids=ids, modality_inputs={"image": pixels}).logits
+                 - release(input_ids=ids, modality_inputs={"image": pixels}).logits).abs().max().item()  # fmt: skip
+        forward = time_alternating({name: (lambda m=m: m(input_ids=ids, modality_inputs={"image": pixels}))
+                                    for name, m in (("owl2", owl), ("release", release))}, size.repeats, size.warmup, ctx.device)  # fmt: skip
+    new = size.gen_new_tokens
+    options = dict(max_new_tokens=new, min_new_tokens=new, do_sample=False, pad_token_id=0)
+    prompt, one = ids[:1], {"image": pixels[:1]}
+    outputs = {}
+
+    def generate(name: str, model: torch.nn.Module) -> Callable[[], None]:
+        def run() -> None:
+            outputs[name] = model.generate(input_ids=prompt, modality_inputs=one, **options)
+
+        return run
+
+    gen = time_alternating({"owl2": generate("owl2", owl), "release": generate("release", release)},
+                           size.repeats, size.warmup, ctx.device)  # fmt: skip
+    return {
+        "forward": {name: t.median for name, t in forward.items()} | {"speedup": ratio(forward, "release", "owl2")},
+        "generation": {f"{name}_tokens_per_s": new / t.median for name, t in gen.items()}
+        | {"speedup": ratio(gen, "release", "owl2"), "same_tokens": bool(torch.equal(outputs["owl2"], outputs["release"]))},
+        "max_abs_logit_difference": error,
+        "layout": f"B={size.batch}, {image} px image -> {config.num_tokens_per_input} tokens + {size.e2e_text_tokens - 1} text",
+    }
+
+
 def bench_upm(ctx: Context, clip_tokens: int = 257, output_size: int = 4096) -> dict:
     """Section 6: the UPM, owl2's batched experts against the release's loop (same modules, same weights)."""
     size = ctx.size
@@ -436,6 +500,14 @@ def bench_upm(ctx: Context, clip_tokens: int = 257, output_size: int = 4096) -> 
             result["inference"]["speedup"]["ratio_of_medians"], ">= 2", dims),
         Row("upm", "training fwd+bwd, s", train["owl2"].median, train["release"].median,
             result["training_step"]["speedup"]["ratio_of_medians"], "", f"outputs agree within {error:.1e}"),
+    ]  # fmt: skip
+    whole = result["onellm"] = bench_onellm_with_upm(ctx)
+    ctx.rows += [
+        Row("upm", "whole OneLLM forward, s", whole["forward"]["owl2"], whole["forward"]["release"],
+            whole["forward"]["speedup"]["ratio_of_medians"], "", whole["layout"]),
+        Row("upm", "OneLLM greedy tokens/s, batch 1", whole["generation"]["owl2_tokens_per_s"],
+            whole["generation"]["release_tokens_per_s"], whole["generation"]["speedup"]["ratio_of_medians"], "",
+            f"{size.gen_new_tokens} new; same tokens: {whole['generation']['same_tokens']}"),
     ]  # fmt: skip
     return result
 

@@ -155,10 +155,10 @@ def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor
     return weight[:, None, None, :] * x.to(dtype)
 
 
-def _linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """One bias-free linear per expert, batched: `x` `(K, N, T, in)`, `weight` `(K, out, in)` -> `(K, N, T, out)`."""
+def _linear(x: torch.Tensor, weight_t: torch.Tensor) -> torch.Tensor:
+    """One bias-free linear per expert, batched: `x` `(K, N, T, in)`, `weight_t` `(K, in, out)` -> `(K, N, T, out)`."""
     k, n, t, width = x.shape
-    return torch.bmm(x.reshape(k, n * t, width), weight.transpose(1, 2)).view(k, n, t, -1)
+    return torch.bmm(x.reshape(k, n * t, width), weight_t).view(k, n, t, -1)
 
 
 def _experts_layer(blocks: Sequence[ExpertBlock], x: torch.Tensor, keep: int | None) -> torch.Tensor:
@@ -168,24 +168,26 @@ def _experts_layer(blocks: Sequence[ExpertBlock], x: torch.Tensor, keep: int | N
     layer, whose other outputs the UPM discards.
     """
     first = blocks[0]
-    stack = lambda get: torch.stack([get(b) for b in blocks])  # noqa: E731  (K, out, in) or (K, H)
+    stack = lambda get: torch.stack([get(b) for b in blocks])  # noqa: E731  (K, H)
+    # (K, in, out), contiguous: bmm on CPU runs ~15% slower on a transposed view of (K, out, in)
+    stack_t = lambda get: torch.stack([get(b).t() for b in blocks])  # noqa: E731
     k, n, t, width = x.shape
     heads, head_dim = first.attn.num_heads, first.attn.head_dim
 
     h = _rms_norm(x, stack(lambda b: b.attn_norm.weight), first.attn_norm.variance_epsilon)
     rows = h if keep is None else h[:, :, :keep]  # the tokens whose outputs are kept
     kept = rows.shape[2]
-    q = _linear(rows, stack(lambda b: b.attn.q_proj.weight)).view(k * n, kept, heads, head_dim).transpose(1, 2)
-    key = _linear(h, stack(lambda b: b.attn.k_proj.weight)).view(k * n, t, heads, head_dim).transpose(1, 2)
-    value = _linear(h, stack(lambda b: b.attn.v_proj.weight)).view(k * n, t, heads, head_dim).transpose(1, 2)
+    q = _linear(rows, stack_t(lambda b: b.attn.q_proj.weight)).view(k * n, kept, heads, head_dim).transpose(1, 2)
+    key = _linear(h, stack_t(lambda b: b.attn.k_proj.weight)).view(k * n, t, heads, head_dim).transpose(1, 2)
+    value = _linear(h, stack_t(lambda b: b.attn.v_proj.weight)).view(k * n, t, heads, head_dim).transpose(1, 2)
     attended = F.scaled_dot_product_attention(q, key, value)  # (K * N, nh, T', hd); no mask, no RoPE
     attended = attended.transpose(1, 2).reshape(k, n, kept, width)
-    x = (x if keep is None else x[:, :, :keep]) + _linear(attended, stack(lambda b: b.attn.o_proj.weight))
+    x = (x if keep is None else x[:, :, :keep]) + _linear(attended, stack_t(lambda b: b.attn.o_proj.weight))
 
     h = _rms_norm(x, stack(lambda b: b.mlp_norm.weight), first.mlp_norm.variance_epsilon)
-    gate = _linear(h, stack(lambda b: b.mlp.gate_proj.weight))
-    up = _linear(h, stack(lambda b: b.mlp.up_proj.weight))
-    return x + _linear(F.silu(gate) * up, stack(lambda b: b.mlp.down_proj.weight))
+    gate = _linear(h, stack_t(lambda b: b.mlp.gate_proj.weight))
+    up = _linear(h, stack_t(lambda b: b.mlp.up_proj.weight))
+    return x + _linear(F.silu(gate) * up, stack_t(lambda b: b.mlp.down_proj.weight))
 
 
 def run_experts(experts: Sequence[ProjectionExpert], hidden: torch.Tensor, keep: int) -> torch.Tensor:

@@ -93,6 +93,10 @@ def test_upm_against_the_release_loop(results):
         assert positive(upm[key]["speedup"]["ratio_of_medians"])
     assert upm["max_abs_difference"] < 1e-4  # the same function: batched experts, the same weights
     assert upm["dims"]["clip_tokens"] == 257
+    whole = upm["onellm"]  # the whole model, owl2's UPM against the same model with the release's loop
+    assert whole["max_abs_logit_difference"] < 1e-4 and whole["generation"]["same_tokens"]
+    assert positive(whole["forward"]["speedup"]["ratio_of_medians"])
+    assert positive(whole["generation"]["owl2_tokens_per_s"]) and positive(whole["generation"]["release_tokens_per_s"])
 
 
 def test_compile_section(results):
