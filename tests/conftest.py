@@ -44,3 +44,5 @@ def toy_images(count: int, config: Owl2Config, seed: int = 0) -> torch.Tensor:
 def _deterministic():
     torch.manual_seed(0)
     yield
+    # Compiled blocks of one class share dynamo's recompile budget across the models of a process.
+    torch._dynamo.reset()

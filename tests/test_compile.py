@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from owl2 import IMAGE_TOKEN_INDEX
-from owl2.compile import compile_blocks, compiler_stats, generation_compile_kwargs
+from owl2.compile import compile_blocks, compile_for_generation, compiler_stats, generation_compile_kwargs
 from owl2.constants import ONELLM_MODALITY_TOKEN_INDEX
 from tests.conftest import toy_images, toy_model
 from tests.models.onellm.conftest import toy_inputs, toy_onellm
@@ -154,3 +154,20 @@ def test_compile_blocks_refuses_the_host_synced_varlen_attention():
     model.config.text_config._attn_implementation = "owl2_varlen"
     with pytest.raises(ValueError, match="owl2_varlen"):
         compile_blocks(model)
+
+
+def test_compile_for_generation_compiles_the_prompt_blocks_once_and_decodes_the_same():
+    model = toy_model()
+    input_ids = torch.tensor([[1, 5, IMAGE_TOKEN_INDEX, 7, 8], [0, 0, 1, 9, 3]])
+    inputs = dict(input_ids=input_ids, attention_mask=(input_ids != 0).long(), pixel_values=toy_images(1, model.config))
+    options = dict(max_new_tokens=6, min_new_tokens=6, do_sample=False, pad_token_id=0)
+    expected = model.generate(**inputs, **options)
+    kwargs = compile_for_generation(model, backend="aot_eager")
+    block = model.vision_model.blocks[0] if hasattr(model.vision_model, "blocks") else None
+    assert block is not None and block._owl2_compiled_with == ("aot_eager", None)
+    assert not hasattr(model.language_model.layers[0], "_owl2_compiled_with")  # over a cache: per-layer graphs
+    forward = block.forward
+    assert kwargs["cache_implementation"] == "static"
+    assert compile_for_generation(model, backend="aot_eager") == kwargs and block.forward is forward  # once
+    assert torch.equal(model.generate(**inputs, **options, **kwargs), expected)
+    assert compiler_stats()["graph_breaks"] == 0

@@ -21,6 +21,9 @@ Sections (each prints table rows and fills one key of the JSON):
    static cache, compile time reported apart from the steady state.              goal >= 1.5
 8. `profile`: `torch.profiler` over the end-to-end training step (eager) and one greedy decoding step: the
    operators that take the most time, by self time, so the largest costs can be taken one by one.
+9. `official` (only when asked, with `--official DIR --official-python PY`): owl2, eager and compiled, against
+   the official code itself on the same checkpoint, each contender in processes of its own
+   (`tools/bench_worker.py`), alternating, medians.                               goal >= 1.5
 
 Method (`owl2.bench.time_alternating`): warm-up calls, then rounds alternating between contenders
 (order flipped every round), median per contender, ratios of medians. Run it with:
@@ -38,6 +41,7 @@ import copy
 import json
 import os
 import platform
+import statistics
 import sys
 import tempfile
 import time
@@ -49,7 +53,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from owl2 import Owl2Config, Owl2Model
-from owl2.compile import compile_blocks, generation_compile_kwargs
+from owl2.compile import compile_blocks, compile_for_generation
 from owl2.config import OneLLMProjectionConfig
 from owl2.bench import (
     abstractor_flops,
@@ -639,7 +643,8 @@ def _timed(fn: Callable[[], object], device: torch.device) -> float:
 
 def bench_compile(ctx: Context) -> dict:
     """Section 7: `owl2.compile`, compiled against eager: the end-to-end training step (`compile_blocks`) and
-    greedy decoding (static cache, compiled step), compile time apart from the steady state.
+    greedy decoding (`compile_for_generation`: compiled blocks for the prompt, a static cache and a compiled step),
+    compile time apart from the steady state.
 
     Compile time is the first compiled call minus an eager call of the same work; the steady state is the
     alternating medians after that first call.
@@ -663,13 +668,15 @@ def bench_compile(ctx: Context) -> dict:
 
     owl, _ = build_pair(ctx)
     owl.eval()
+    compiled_owl = copy.deepcopy(owl)
+    compiled_kwargs = compile_for_generation(compiled_owl, ctx.compile_backend)
     new = size.gen_new_tokens
     options = dict(max_new_tokens=new, min_new_tokens=new, do_sample=False, pad_token_id=0)
     generation = {}
     for batch in size.gen_batches:
         prompt = torch.randint(3, vocab, (batch, size.gen_prompt), device=ctx.device)
         calls = {
-            "compiled": lambda: owl.generate(input_ids=prompt, **options, **generation_compile_kwargs(owl, ctx.compile_backend)),
+            "compiled": lambda: compiled_owl.generate(input_ids=prompt, **options, **compiled_kwargs),
             "eager": lambda: owl.generate(input_ids=prompt, **options),
         }
         first = {name: _timed(call, ctx.device) for name, call in calls.items()}
@@ -749,6 +756,84 @@ def bench_profile(ctx: Context, top: int = 12, steps: int = 3) -> dict:
     return result
 
 
+@dataclass
+class Official:
+    """Where the official mPLUG-Owl2 code is: the folder holding `mplug_owl2` and a Python whose environment runs it."""
+
+    repo: Path
+    python: Path
+    rounds: int = 3
+    calls: int = 3
+    """Timed calls per worker process (its median is the round's figure)."""
+    works: tuple[str, ...] = ("train", "fwd_bwd", "generate")
+
+
+def bench_official(ctx: Context, official: Official) -> dict:
+    """Section 9: owl2 (eager and compiled) against the official code itself, on the same checkpoint.
+
+    An `Owl2Model` at the end-to-end dims is saved and exported to the official layout
+    (`owl2.checkpoint.convert.export_official`). Each contender runs in a process of its own
+    (`tools/bench_worker.py`; the official one with `official.python` and the official folder on its path), one
+    process per contender and round, the order flipped every round; a process's figure is the median of its
+    timed calls after a warm-up call (compile time is in the warm-up), a contender's the median over rounds.
+    """
+    import subprocess
+
+    from owl2.checkpoint.convert import export_official
+
+    size = ctx.size
+    if ctx.device.type != "cpu":
+        raise ValueError("the official comparison runs on the CPU (the workers take no device)")
+    config = owl2_config(size, toy_vision=False)
+    torch.manual_seed(0)
+    worker = REPO / "tools" / "bench_worker.py"
+    with tempfile.TemporaryDirectory() as tmp:
+        owl_dir, official_dir = Path(tmp) / "owl2", Path(tmp) / "official"
+        Owl2Model(config).save_pretrained(owl_dir)
+        export_official(owl_dir, official_dir, progress=False)
+        contenders = {
+            "official": [str(official.python), str(worker), "--impl", "official", "--official-repo", str(official.repo),
+                         "--model", str(official_dir)],
+            "owl2": [sys.executable, str(worker), "--impl", "owl2", "--model", str(owl_dir)],
+            "owl2_compiled": [sys.executable, str(worker), "--impl", "owl2", "--model", str(owl_dir),
+                              "--compile-backend", ctx.compile_backend],
+        }  # fmt: skip
+        shape = ["--batch", str(size.batch), "--text", str(size.e2e_text_tokens), "--new-tokens", str(size.gen_new_tokens),
+                 "--calls", str(official.calls)]  # fmt: skip
+        result: dict = {"rounds": official.rounds, "calls_per_process": official.calls}
+        for work in official.works:
+            runs: dict[str, list[dict]] = {name: [] for name in contenders}
+            for r in range(official.rounds):
+                order = list(contenders) if r % 2 == 0 else list(reversed(contenders))
+                for name in order:
+                    done = subprocess.run([*contenders[name], "--work", work, *shape], capture_output=True, text=True)
+                    if done.returncode != 0:
+                        raise RuntimeError(f"bench_worker {name} {work} failed ({done.returncode}):\n{done.stderr[-3000:]}")
+                    runs[name].append(json.loads(done.stdout.strip().splitlines()[-1]))
+            medians = {name: statistics.median(run["median_s"] for run in rs) for name, rs in runs.items()}
+            result[work] = {
+                "median_s": medians,
+                "first_call_s": {name: statistics.median(run["first_call_s"] for run in rs) for name, rs in runs.items()},
+                "official_over_owl2": medians["official"] / medians["owl2"],
+                "official_over_owl2_compiled": medians["official"] / medians["owl2_compiled"],
+                "torch": {name: rs[0]["torch"] for name, rs in runs.items()},
+            }
+            if work == "generate":
+                result[work]["same_tokens"] = {name: rs[0]["tokens"] == runs["official"][0]["tokens"] for name, rs in runs.items()}
+    layout = f"B={size.batch} x ({config.vision_config.image_size} px image + {size.e2e_text_tokens - 1} text)"
+    labels = (("train", f"train step s, {layout}, AdamW"), ("fwd_bwd", "forward + backward s, same batch"),
+              ("generate", f"greedy {size.gen_new_tokens} tokens s, batch 1"))
+    for work, label in labels:
+        if work not in result:
+            continue
+        w = result[work]
+        for name in ("owl2", "owl2_compiled"):
+            ctx.rows.append(Row("official", f"{label}: {name} vs official", w["median_s"][name], w["median_s"]["official"],
+                                w["median_s"]["official"] / w["median_s"][name], ">= 1.5 (issue 22)",
+                                f"{official.rounds} rounds x {official.calls} calls, separate processes"))  # fmt: skip
+    return result
+
+
 def cpu_name() -> str:
     """The CPU's model name from /proc/cpuinfo (Linux), else what `platform` knows."""
     try:
@@ -776,7 +861,7 @@ def format_table(rows: list[Row]) -> str:
 
 
 def run(size: Size, device: torch.device, sections: tuple[str, ...] = SECTIONS, threads: int | None = None,
-        compile_backend: str = "inductor") -> dict:  # fmt: skip
+        compile_backend: str = "inductor", official: Official | None = None) -> dict:  # fmt: skip
     """Run `sections` at `size` on `device`; returns the JSON-able results (the table rows included)."""
     if threads is not None:
         torch.set_num_threads(threads)
@@ -796,6 +881,8 @@ def run(size: Size, device: torch.device, sections: tuple[str, ...] = SECTIONS, 
         },
         "size": asdict(size),
     }
+    if official is not None:
+        benches["official"] = lambda ctx: bench_official(ctx, official)
     for name in sections:
         results[name] = benches[name](ctx)
     results["rows"] = [asdict(r) for r in ctx.rows]
@@ -812,14 +899,32 @@ def main(argv: list[str] | None = None) -> int:
         "--threads", type=int, default=1,
         help="torch.set_num_threads on CPU (default 1: on a shared 2-core machine two OpenMP threads stall on each other)",
     )  # fmt: skip
-    parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
+    parser.add_argument("--sections", nargs="+", choices=(*SECTIONS, "official"), default=list(SECTIONS),
+                        help="default: all but official, which needs --official and --official-python")
     parser.add_argument("--repeats", type=int, help="override the mode's rounds per comparison")
     parser.add_argument(
         "--compile-backend", default="inductor",
         help="torch.compile backend of the compile section (aot_eager: tracing only, no code generation)",
     )  # fmt: skip
     parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument(
+        "--official", type=Path, metavar="DIR",
+        help="the official code's mPLUG-Owl2 folder (the one holding mplug_owl2/): adds the section against it",
+    )  # fmt: skip
+    parser.add_argument("--official-python", type=Path, help="a Python whose environment runs the official code")
+    parser.add_argument("--official-rounds", type=int, default=3, help="worker processes per contender and work")
+    parser.add_argument("--official-works", nargs="+", choices=Official.works, default=list(Official.works))
     args = parser.parse_args(argv)
+    official = None
+    if args.official or args.official_python:
+        if not (args.official and args.official_python):
+            parser.error("--official and --official-python go together")
+        if not (args.official / "mplug_owl2").is_dir():
+            parser.error(f"{args.official} holds no mplug_owl2/ package (give the official repo's mPLUG-Owl2 folder)")
+        official = Official(args.official.resolve(), args.official_python, rounds=args.official_rounds,
+                            works=tuple(args.official_works))
+    if ("official" in args.sections) != (official is not None):
+        parser.error("the official section and --official/--official-python go together")
 
     device = torch.device(args.device)
     if args.tiny:
@@ -831,7 +936,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.repeats:
         size = replace(size, repeats=args.repeats)
     results = run(size, device, tuple(args.sections), args.threads if device.type == "cpu" else None,
-                  args.compile_backend)  # fmt: skip
+                  args.compile_backend, official)  # fmt: skip
     machine = results["machine"]
     print(f"owl2 bench: {size.name} dims on {device} ({machine['device']}, {machine.get('cpu_count')} CPUs, "
           f"{machine['threads']} torch threads, {size.dtype})")  # fmt: skip

@@ -17,7 +17,7 @@ Sections (each writes one key of `DIR/gpu_check.json`; `DIR/gpu_check.md` holds 
    against packed rows with varlen attention (`flash_attention_2` where the flash-attn package is installed,
    else owl2's `owl2_varlen`: torch's own varlen flash kernel), and packed rows with sdpa's block-diagonal mask.
 3. `decode`: prefill latency of one 448 px image plus 100 text tokens; greedy decoding tokens/s at batch 1 and
-   16 (128 new tokens), the static cache compiled (`generation_compile_kwargs`) against the dynamic cache eager.
+   16 (128 new tokens), compiled (`compile_for_generation`: blocks for the prompt, static cache, decoding step) against eager.
 4. `agreement`: the toy model on this device in bf16 against the CPU in float32: log-probability error and
    greedy-token agreement.
 5. `tests`: `pytest -m gpu` over the test files that hold gpu-marked tests.
@@ -51,7 +51,7 @@ from bench import packed_batches, padded_batches, train_step  # noqa: E402
 
 from owl2 import Owl2Config, Owl2Model  # noqa: E402
 from owl2.bench import abstractor_flops, counted_flops, lognormal_lengths, time_alternating  # noqa: E402
-from owl2.compile import compile_blocks, generation_compile_kwargs  # noqa: E402
+from owl2.compile import compile_blocks, compile_for_generation  # noqa: E402
 from owl2.models.varlen import NAME as VARLEN  # noqa: E402
 
 SECTIONS = ("mfu", "packing", "decode", "agreement", "tests")
@@ -217,6 +217,8 @@ def check_decode(dims: Dims, device: torch.device, dtype: torch.dtype, backend: 
     config = slice_config(dims)
     torch.manual_seed(0)
     model = Owl2Model(config).to(device, dtype).eval()
+    compiled = copy.deepcopy(model)
+    compiled_kwargs = compile_for_generation(compiled, backend)
     ids, pixels = image_batch(config, dims, 1, dims.prompt_text + 1, device, dtype)
     with torch.no_grad():
         prefill = time_alternating({"prefill": lambda: model(input_ids=ids, pixel_values=pixels, use_cache=True,
@@ -228,14 +230,14 @@ def check_decode(dims: Dims, device: torch.device, dtype: torch.dtype, backend: 
         mask = torch.ones_like(ids)
         outputs = {}
 
-        def generate(name, **extra):
+        def generate(name, model, **extra):
             def run() -> None:
                 outputs[name] = model.generate(input_ids=ids, attention_mask=mask, pixel_values=pixels, **options, **extra)
 
             return run
 
-        calls = {"dynamic_eager": generate("dynamic_eager"),
-                 "static_compiled": generate("static_compiled", **generation_compile_kwargs(model, backend))}  # fmt: skip
+        calls = {"dynamic_eager": generate("dynamic_eager", model),
+                 "static_compiled": generate("static_compiled", compiled, **compiled_kwargs)}  # fmt: skip
         start = time.perf_counter()
         calls["static_compiled"]()
         compile_s = time.perf_counter() - start

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from owl2.compile import generation_compile_kwargs
+from owl2.compile import compile_for_generation
 from owl2.eval.inputs import Question, check_model_folder
 from owl2.families import family, model_type
 from owl2.models.multimodal import MultimodalPreTrainedModel
@@ -101,8 +101,9 @@ def answer_batch(
         max_new_tokens: Most tokens per answer.
         prompt_suffix: Text appended to every question (e.g. the official "Answer the question using a
             single word or phrase.").
-        compile: Decode over a static cache with a compiled step (`owl2.compile.generation_compile_kwargs`):
-            the first batches of each new shape pay the compile time, later ones run the compiled step.
+        compile: Compile the model's blocks (in place, once) for the prompt's forward and decode over a static
+            cache with a compiled step (`owl2.compile.compile_for_generation`): the first batches of each new
+            shape pay the compile time, later ones run compiled.
 
     Returns:
         One answer per question, decoded without special tokens and cut where the template's replies stop.
@@ -112,7 +113,7 @@ def answer_batch(
     batch = processor.apply_chat(
         [messages_for(q, prompt_suffix) for q in questions], inputs=load_inputs(questions, processor), padding_side="left"
     )
-    compiled = generation_compile_kwargs(model) if compile else {}
+    compiled = compile_for_generation(model) if compile else {}
     output = model.generate(**model_inputs(batch, model), max_new_tokens=max_new_tokens, do_sample=False,
                             **processor.generation_kwargs(), **compiled)  # fmt: skip
     prompt_length = batch["input_ids"].shape[1]
