@@ -3,7 +3,7 @@ agreement, and the gpu-marked tests.
 
     python tools/gpu_check.py --out DIR                # on an H100/H200: the 7B-width slice, bf16
     python tools/gpu_check.py --tiny --out DIR         # toy dims on any device, seconds (what the CPU test runs)
-    python tools/gpu_check.py --sections mfu decode    # a subset (mfu packing decode agreement tests)
+    python tools/gpu_check.py --sections mfu decode    # a subset (mfu packing decode upm agreement tests)
 
 Sections (each writes one key of `DIR/gpu_check.json`; `DIR/gpu_check.md` holds the table):
 1. `mfu`: a bf16 training step (forward, backward, fused AdamW) of a 7B-width slice: ViT-L/14 at 448 px, the
@@ -18,9 +18,11 @@ Sections (each writes one key of `DIR/gpu_check.json`; `DIR/gpu_check.md` holds 
    else owl2's `owl2_varlen`: torch's own varlen flash kernel), and packed rows with sdpa's block-diagonal mask.
 3. `decode`: prefill latency of one 448 px image plus 100 text tokens; greedy decoding tokens/s at batch 1 and
    16 (128 new tokens), compiled (`compile_for_generation`: blocks for the prompt, static cache, decoding step) against eager.
-4. `agreement`: the toy model on this device in bf16 against the CPU in float32: log-probability error and
+4. `upm`: `tools/bench.py`'s UPM section at its "gpu" dims (K=3 x 8 layers, width 1024, 16 inputs): the batched
+   experts against the release's loop, and the whole OneLLM forward and generation with each.  goal >= 2
+5. `agreement`: the toy model on this device in bf16 against the CPU in float32: log-probability error and
    greedy-token agreement.
-5. `tests`: `pytest -m gpu` over the test files that hold gpu-marked tests.
+6. `tests`: `pytest -m gpu` over the test files that hold gpu-marked tests.
 
 Timing follows `owl2.bench.time_alternating` (warm-up, alternating rounds, medians, `cuda.synchronize`).
 
@@ -47,14 +49,14 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tools"))
 
-from bench import packed_batches, padded_batches, train_step  # noqa: E402
+from bench import SIZES, Context, bench_upm, packed_batches, padded_batches, train_step  # noqa: E402
 
 from owl2 import Owl2Config, Owl2Model  # noqa: E402
 from owl2.bench import abstractor_flops, counted_flops, lognormal_lengths, time_alternating  # noqa: E402
 from owl2.compile import compile_blocks, compile_for_generation  # noqa: E402
 from owl2.models.varlen import NAME as VARLEN  # noqa: E402
 
-SECTIONS = ("mfu", "packing", "decode", "agreement", "tests")
+SECTIONS = ("mfu", "packing", "decode", "upm", "agreement", "tests")
 PEAK_BF16_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0}
 """Dense bf16 tensor-core peaks (SXM parts; NVIDIA's data sheets, without sparsity)."""
 GPU_TESTS = ("tests/models/test_varlen.py", "tests/test_gpu.py")
@@ -252,6 +254,14 @@ def check_decode(dims: Dims, device: torch.device, dtype: torch.dtype, backend: 
     return result
 
 
+def check_upm(dims: Dims, device: torch.device, dtype: torch.dtype, backend: str = "") -> dict:
+    size = SIZES["tiny" if dims.name == "tiny" else "gpu"]
+    ctx = Context(size, device, dtype)
+    result = bench_upm(ctx)
+    result["rows"] = [row.__dict__ for row in ctx.rows]
+    return result
+
+
 def check_agreement(dims: Dims, device: torch.device, dtype: torch.dtype, backend: str = "", new_tokens: int = 16) -> dict:
     config = Owl2Config.from_json_file(REPO / "configs" / "model" / "owl2-toy.json")
     torch.manual_seed(0)
@@ -301,6 +311,12 @@ def table(results: dict) -> str:
             r = d[key]
             rows.append((f"decode {key}", f"{r['static_compiled_tokens_per_s']:,.0f} vs {r['dynamic_eager_tokens_per_s']:,.0f} "
                          f"tokens/s ({r['speedup']:.2f}x; same tokens: {r['same_tokens']})", ""))  # fmt: skip
+    if "upm" in results:
+        u = results["upm"]
+        rows.append(("UPM inference, batched vs release loop", f"{u['inference']['speedup']['ratio_of_medians']:.2f}x", ""))
+        rows.append(("UPM training fwd+bwd", f"{u['training_step']['speedup']['ratio_of_medians']:.2f}x", ""))
+        rows.append(("OneLLM forward / generation with it", f"{u['onellm']['forward']['speedup']['ratio_of_medians']:.2f}x / "
+                     f"{u['onellm']['generation']['speedup']['ratio_of_medians']:.2f}x", ""))  # fmt: skip
     if "agreement" in results:
         a = results["agreement"]
         rows.append(("agreement", f"max |d log p| {a['max_abs_logprob_error']:.3g}, top-1 {a['top1_agreement']:.1%}, "
@@ -326,7 +342,8 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     results: dict = {"dims": asdict(dims), "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
                      "torch": torch.__version__}  # fmt: skip
-    checks = {"mfu": check_mfu, "packing": check_packing, "decode": check_decode, "agreement": check_agreement}
+    checks = {"mfu": check_mfu, "packing": check_packing, "decode": check_decode, "upm": check_upm,
+              "agreement": check_agreement}
     for name in args.sections:
         start = time.perf_counter()
         print(f"gpu_check: {name} ...", flush=True)

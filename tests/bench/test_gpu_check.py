@@ -15,7 +15,8 @@ def test_gpu_check_runs_every_section_at_toy_dims(tmp_path):
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     results = json.loads((tmp_path / "gpu_check.json").read_text())
-    assert not [name for name in ("mfu", "packing", "decode", "agreement", "tests") if "error" in results[name]]
+    assert not [name for name in ("mfu", "packing", "decode", "upm", "agreement", "tests") if "error" in results[name]]
+    assert results["upm"]["max_abs_difference"] < 1e-4 and results["upm"]["onellm"]["generation"]["same_tokens"]
     mfu = results["mfu"]
     assert mfu["model_flops_per_step"] > 0 and mfu["counted_flops_per_step"] > 0
     assert mfu["eager"]["step_s"] > 0 and mfu["compiled"]["step_s"] > 0
