@@ -160,10 +160,14 @@ def check_mfu(dims: Dims, device: torch.device, dtype: torch.dtype, backend: str
         + 6 * sum(p.numel() for p in eager.vision_model.parameters()) * vit_tokens * dims.batch
         + 3 * abstractor_flops(config.abstractor_config, vit_tokens, config.text_config.hidden_size) * dims.batch
     )
-    counted = counted_flops(train_step(eager, input_ids=ids, labels=labels, pixel_values=pixels))
+    try:  # torch 2.11's counter has no formula for grouped-query sdpa (the toy's); the 7B slice is MHA
+        counted, counted_error = counted_flops(train_step(eager, input_ids=ids, labels=labels, pixel_values=pixels)), None
+    except AssertionError as error:
+        counted, counted_error = None, f"FlopCounterMode: {error}"
     peak = peak_tflops(device)
     result = {"compile_s": compile_s, "llm_tokens_per_step": llm_tokens, "model_flops_per_step": model_flops,
-              "counted_flops_per_step": counted, "peak_tflops": peak, "parameters": sum(p.numel() for p in eager.parameters())}  # fmt: skip
+              "counted_flops_per_step": counted, "counted_error": counted_error, "peak_tflops": peak,
+              "parameters": sum(p.numel() for p in eager.parameters())}  # fmt: skip
     for name, timing in timings.items():
         seconds = timing.median
         result[name] = {
@@ -171,7 +175,7 @@ def check_mfu(dims: Dims, device: torch.device, dtype: torch.dtype, backend: str
             "llm_tokens_per_s": llm_tokens / seconds,
             "model_tflops": model_flops / seconds / 1e12,
             "mfu": model_flops / seconds / 1e12 / peak if peak else None,
-            "counted_utilization": counted / seconds / 1e12 / peak if peak else None,
+            "counted_utilization": counted / seconds / 1e12 / peak if peak and counted else None,
         }
     result["speedup"] = timings["eager"].median / timings["compiled"].median
     if device.type == "cuda":

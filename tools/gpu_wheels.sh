@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >> .git/info/exclude
 pins=()
-for name in transformers huggingface-hub tokenizers safetensors timm; do
+# The device has their other needs (anyio, h11, idna, typing-extensions, typer, rich, filelock, fsspec, ...).
+for name in transformers huggingface-hub tokenizers safetensors timm httpx2 httpcore2 truststore click hf-xet regex; do
     pin=$(grep -iE "^${name//-/[-_]}==" requirements/lock.txt) || { echo "no pin for $name in requirements/lock.txt"; exit 1; }
     pins+=("$pin")
 done
