@@ -79,12 +79,12 @@ def compile_blocks(
     dict keys are unchanged: each block's `forward` is replaced by its compiled self, the module stays.
     A block already compiled with the same backend and mode is left as it is.
 
+    Compiled blocks of one class share dynamo's recompile budget (`torch._dynamo.config.recompile_limit`) in a
+    process, across models: a process that compiles many differently configured models may need it raised.
+
     Args:
         exclude: Submodule names (`language_model`) whose blocks stay eager.
         missing_ok: Return an empty list, instead of raising, when no block is found.
-
-    Compiled blocks of one class share dynamo's recompile budget (`torch._dynamo.config.recompile_limit`) in a
-    process, across models: a process that compiles many differently configured models may need it raised.
 
     Returns:
         The names of the compiled modules.
