@@ -302,18 +302,27 @@ def bench_generation(ctx: Context) -> dict:
     return result
 
 
-def bench_end_to_end(ctx: Context) -> dict:
-    """Section 3: a full training step (ViT + abstractor + decoder, AdamW) on batches with one image each."""
+def end_to_end_setup(ctx: Context) -> tuple[Owl2Config, Owl2Model, torch.Tensor, torch.Tensor]:
+    """The end-to-end model (ViT + abstractor + decoder at the mode's dims, seeded, train mode) and its batch:
+    `(B, e2e_text_tokens)` ids with one image right after the first token, and `(B, 3, S, S)` pixels."""
     size = ctx.size
     config = owl2_config(size, toy_vision=False)
     torch.manual_seed(0)
     model = Owl2Model(config).to(ctx.device, ctx.dtype).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
-    vocab, image = size.text["vocab_size"], config.vision_config.image_size
-    ids = torch.randint(3, vocab, (size.batch, size.e2e_text_tokens), device=ctx.device)
-    ids[:, 1] = config.image_token_index  # one image right after the first token
-    labels = ids.clone()
+    image = config.vision_config.image_size
+    ids = torch.randint(3, size.text["vocab_size"], (size.batch, size.e2e_text_tokens), device=ctx.device)
+    ids[:, 1] = config.image_token_index
     pixels = torch.randn(size.batch, 3, image, image, device=ctx.device, dtype=ctx.dtype)
+    return config, model, ids, pixels
+
+
+def bench_end_to_end(ctx: Context) -> dict:
+    """Section 3: a full training step (ViT + abstractor + decoder, AdamW) on batches with one image each."""
+    size = ctx.size
+    config, model, ids, pixels = end_to_end_setup(ctx)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    image = config.vision_config.image_size
+    labels = ids.clone()
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
@@ -650,15 +659,10 @@ def bench_compile(ctx: Context) -> dict:
     alternating medians after that first call.
     """
     size = ctx.size
-    config = owl2_config(size, toy_vision=False)
-    torch.manual_seed(0)
-    eager = Owl2Model(config).to(ctx.device, ctx.dtype).train()
+    config, eager, ids, pixels = end_to_end_setup(ctx)
     compiled = copy.deepcopy(eager)
     compile_blocks(compiled, backend=ctx.compile_backend)
     vocab, image = size.text["vocab_size"], config.vision_config.image_size
-    ids = torch.randint(3, vocab, (size.batch, size.e2e_text_tokens), device=ctx.device)
-    ids[:, 1] = config.image_token_index
-    pixels = torch.randn(size.batch, 3, image, image, device=ctx.device, dtype=ctx.dtype)
     steps = {name: train_step(model, input_ids=ids, labels=ids.clamp(min=0), pixel_values=pixels)
              for name, model in (("compiled", compiled), ("eager", eager))}  # fmt: skip
     first = {name: _timed(step, ctx.device) for name, step in steps.items()}
@@ -714,14 +718,9 @@ def bench_profile(ctx: Context, top: int = 12, steps: int = 3) -> dict:
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if ctx.device.type == "cuda" else [])
     size = ctx.size
-    config = owl2_config(size, toy_vision=False)
-    torch.manual_seed(0)
-    model = Owl2Model(config).to(ctx.device, ctx.dtype).train()
-    vocab, image = size.text["vocab_size"], config.vision_config.image_size
-    ids = torch.randint(3, vocab, (size.batch, size.e2e_text_tokens), device=ctx.device)
-    ids[:, 1] = config.image_token_index
-    pixels = torch.randn(size.batch, 3, image, image, device=ctx.device, dtype=ctx.dtype)
+    _, model, ids, pixels = end_to_end_setup(ctx)
     step = train_step(model, input_ids=ids, labels=ids.clone(), pixel_values=pixels)
+    vocab = size.text["vocab_size"]
 
     owl, _ = build_pair(ctx)
     owl.eval()

@@ -41,10 +41,10 @@ class MPLUGOwl2LlamaForCausalLM(torch.nn.Module):
 
     @classmethod
     def from_pretrained(cls, path, torch_dtype=None):
-        converted = Path(tempfile.mkdtemp()) / "owl2"
-        convert_official(path, converted, progress=False)
         visual = json.loads((Path(path) / "config.json").read_text())["visual_config"]
-        return cls(Owl2Model.from_pretrained(converted, torch_dtype=torch_dtype), visual)
+        with tempfile.TemporaryDirectory() as tmp:  # the weights are in memory once loaded
+            convert_official(path, Path(tmp) / "owl2", progress=False)
+            return cls(Owl2Model.from_pretrained(Path(tmp) / "owl2", torch_dtype=torch_dtype), visual)
 
     def forward(self, input_ids, labels=None, images=None):
         return self.inner(input_ids=input_ids, labels=labels, pixel_values=images)
